@@ -1,0 +1,1 @@
+"""The application layer: hydra CLI, training loop, data, checkpoints, logging and plots."""

@@ -1,0 +1,15 @@
+"""Forward SDEs of score-based diffusion, their marginals and reverses, the denoising score-matching
+loss, and a Gaussian mixture with exact noised densities. Depends on torch only."""
+
+from sde_lib._shapes import append_dims
+from sde_lib.base import SDE
+from sde_lib.loss import dsm_loss, sample_time, time_density, weighting_fn
+from sde_lib.mixture import GaussianMixture
+from sde_lib.schedules import CosineSchedule, LinearSchedule
+from sde_lib.ve import VESDE
+from sde_lib.vp import SubVPSDE, VPSDE
+
+__all__ = [
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSchedule", "CosineSchedule", "GaussianMixture",
+    "dsm_loss", "sample_time", "time_density", "weighting_fn", "append_dims",
+]
