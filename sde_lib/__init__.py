@@ -7,7 +7,7 @@ from sde_lib.loss import dsm_loss, sample_time, time_density, weighting_fn
 from sde_lib.mixture import GaussianMixture
 from sde_lib.schedules import CosineSchedule, LinearSchedule
 from sde_lib.ve import VESDE
-from sde_lib.vp import SubVPSDE, VPSDE
+from sde_lib.vp import VPSDE, SubVPSDE
 
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSchedule", "CosineSchedule", "GaussianMixture",

@@ -35,7 +35,7 @@ class VESDE(SDE):
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def _log_alpha(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+        return 0.0 * t  # not zeros_like: keeps alpha differentiable in t
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         return math.log(self.sigma_min) + (t / self.T) * self._log_ratio
