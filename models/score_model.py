@@ -1,0 +1,105 @@
+"""ScoreModel: a network and an SDE, turning the network's raw output into score, x0 and eps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from models.parameterization import check_prediction, convert, eps_and_x0
+from sde_lib import SDE
+from sde_lib._shapes import time_for
+
+
+@dataclass
+class Prediction:
+    """Everything a network output implies at (x_t, t), each (B, *D).
+
+    Attributes:
+        output: the network's raw output, of kind `ScoreModel.prediction`.
+        score: grad log p_t(x_t).
+        x0: E[x0 | x_t].
+        eps: E[eps | x_t], with x_t = alpha_t x0 + sigma_t eps.
+    """
+
+    output: Tensor
+    score: Tensor
+    x0: Tensor
+    eps: Tensor
+
+
+class ScoreModel(nn.Module):
+    """The score s(x, t, y) of a network that predicts eps, score, x0 or v.
+
+    The network is called as net(x_t, t, y) with t as is, the SDE's time in [0, T] (it never sees
+    the SDE); the conversions of `models.parameterization` turn its output into the score, x0 and
+    eps through alpha(t), sigma(t). Calling the model returns the score, so a ScoreModel is a
+    `score_fn(x, t)` for the samplers and for `sde_lib.dsm_loss`.
+
+    Args:
+        net: a module with forward(x (B, *D), t (B,), y=None) -> (B, *D).
+        sde: the forward SDE whose alpha(t), sigma(t) define the parameterisation.
+        prediction: what net outputs: "eps", "score", "x0" or "v" (see `models.parameterization`).
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, prediction: str = "eps"):
+        super().__init__()
+        if not isinstance(sde, SDE):
+            raise ValueError(f"sde must be an sde_lib.SDE, got {type(sde).__name__}")
+        self.net = net
+        self.sde = sde
+        self.prediction = check_prediction(prediction)
+
+    def raw(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        """The network's output at (x, t, y), of kind `prediction`. (B, *D)."""
+        return self._output(x, time_for(x, t, self.sde.T), y)
+
+    def _output(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        out = self.net(x, t) if y is None else self.net(x, t, y)
+        if out.shape != x.shape:
+            raise ValueError(f"net must return the shape of x {tuple(x.shape)}, got "
+                             f"{tuple(out.shape)}")
+        return out
+
+    def _convert(self, x: Tensor, t: float | Tensor, y: Tensor | None, target: str) -> Tensor:
+        t = time_for(x, t, self.sde.T)
+        out = self._output(x, t, y)
+        return convert(out, x, self.sde.alpha(t), self.sde.sigma(t), source=self.prediction,
+                       target=target)
+
+    def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        """The score grad log p_t(x | y).
+
+        Args:
+            x: (B, *D) noisy data x_t.
+            t: a float or (B,) times in [0, T] (sigma(t) > 0 needed; VP: t > 0).
+            y: optional (B,) integer labels for a class-conditional network.
+
+        Returns:
+            (B, *D).
+        """
+        return self._convert(x, t, y, "score")
+
+    def score(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        """The score grad log p_t(x | y), (B, *D); the same as calling the model."""
+        return self._convert(x, t, y, "score")
+
+    def x0(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        """The denoised estimate E[x0 | x_t = x], (B, *D)."""
+        return self._convert(x, t, y, "x0")
+
+    def eps(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        """The noise estimate E[eps | x_t = x], (B, *D)."""
+        return self._convert(x, t, y, "eps")
+
+    def predict(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Prediction:
+        """Score, x0 and eps from one network evaluation (DDIM-style solvers need eps and x0)."""
+        t = time_for(x, t, self.sde.T)
+        out = self._output(x, t, y)
+        alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
+        eps, x0 = eps_and_x0(out, x, alpha, sigma, self.prediction)
+        score = convert(out, x, alpha, sigma, source=self.prediction, target="score")
+        return Prediction(output=out, score=score, x0=x0, eps=eps)
+
+    def extra_repr(self) -> str:
+        return f"prediction={self.prediction!r}, sde={self.sde!r}"
