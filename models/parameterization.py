@@ -112,25 +112,29 @@ def convert(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor, *, so
 def to_score(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
              prediction: str) -> Tensor:
     """grad log p_t(x_t) from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=prediction, target="score")
+    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
+                   target="score")
 
 
 def to_x0(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
           prediction: str) -> Tensor:
     """The denoised estimate E[x0 | x_t] from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=prediction, target="x0")
+    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
+                   target="x0")
 
 
 def to_eps(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
            prediction: str) -> Tensor:
     """The noise estimate E[eps | x_t] from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=prediction, target="eps")
+    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
+                   target="eps")
 
 
 def to_v(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
          prediction: str) -> Tensor:
     """The velocity alpha_t eps - sigma_t x0 from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=prediction, target="v")
+    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
+                   target="v")
 
 
 def _check_shapes(output: Tensor, x_t: Tensor) -> None:

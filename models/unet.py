@@ -5,7 +5,8 @@ channels. Down path: num_res_blocks residual blocks per level (each followed by 
 the level's resolution is in attn_resolutions), then a stride-2 conv except at the last level.
 Middle: res, attention, res. Up path: num_res_blocks + 1 blocks per level on the concatenated skip
 connections, then a nearest-neighbour upsample and a conv. Out: GroupNorm, SiLU, conv (zero-init).
-Every residual block receives the time embedding (plus the label embedding if class-conditional).
+Every residual block receives the time embedding (plus the label embedding if class-conditional)
+as a per-channel scale and shift after its second group norm.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """x + conv(drop(act(norm(conv(act(norm(x))) + E act(emb))))), with a 1x1 skip conv if needed.
+    """x + conv(drop(act(norm(h) (1 + scale) + shift))), h = conv(act(norm(x))), with
+    (scale, shift) = E act(emb) and a 1x1 skip conv if the channels change.
+
+    The embedding enters as a per-channel scale and shift after the group norm (ADM's scale-shift
+    norm): a shift added before a group norm would be erased by it when a group holds one channel.
 
     Args:
         c_in: input channels.
@@ -39,7 +44,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.norm1 = _norm(c_in, groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
         self.norm2 = _norm(c_out, groups)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
@@ -50,8 +55,9 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x (B, c_in, H, W), emb (B, emb_dim) -> (B, c_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + append_dims(self.emb(F.silu(emb)), h.ndim)
-        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        scale, shift = append_dims(self.emb(F.silu(emb)), h.ndim).chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
 
 
