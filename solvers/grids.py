@@ -1,0 +1,135 @@
+"""Time grids for samplers: decreasing float64 tensors from T down to the last time.
+
+A grid is a 1-D tensor ts with ts[0] > ts[1] > ... > ts[-1], all in [0, T]; a sampler takes
+len(ts) - 1 steps over it. Grids are plain functions of the SDE (never stored on it):
+
+    uniform          uniform in t (Song et al.)
+    quadratic        t_eps + (T - t_eps) (i / steps)^2, dense near the data (DDIM's "quadratic")
+    log_snr_uniform  uniform in log(alpha^2 / sigma^2), through sde.t_from_log_snr
+    ddpm_subsequence a sub-sequence of the N discrete DDPM steps, step k at time k T / N, then 0
+    check_grid       validates a user-given tensor
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from sde_lib import SDE
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+
+
+def _check_t_eps(sde: SDE, t_eps: float) -> None:
+    if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not 0 <= t_eps < sde.T:
+        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
+
+
+def uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
+    """steps + 1 times uniform in t from T to t_eps. Returns (steps + 1,) float64."""
+    _check_steps(steps)
+    _check_t_eps(sde, t_eps)
+    return torch.linspace(sde.T, t_eps, steps + 1, dtype=torch.float64)
+
+
+def quadratic(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
+    """steps + 1 times t_eps + (T - t_eps) (i / steps)^2, i = steps..0. Returns (steps + 1,) float64."""
+    _check_steps(steps)
+    _check_t_eps(sde, t_eps)
+    u = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    return t_eps + (sde.T - t_eps) * u**2
+
+
+def log_snr_uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
+    """steps + 1 times uniform in log-SNR between log_snr(T) and log_snr(t_eps).
+
+    Needs a finite log_snr(t_eps) (t_eps > 0 for VP and sub-VP). Returns (steps + 1,) float64.
+    """
+    _check_steps(steps)
+    _check_t_eps(sde, t_eps)
+    ends = sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64))
+    if not bool(torch.isfinite(ends).all()):
+        raise ValueError(f"t_eps must give a finite log-SNR for a log-SNR grid, got {t_eps!r}")
+    lam = torch.linspace(ends[0].item(), ends[1].item(), steps + 1, dtype=torch.float64)
+    ts = sde.t_from_log_snr(lam)
+    ts[0], ts[-1] = sde.T, t_eps  # exact ends, free of the round trip's rounding
+    return ts
+
+
+def ddpm_subsequence(sde: SDE, steps: int, *, num_train_steps: int = 1000,
+                     spacing: str = "leading") -> Tensor:
+    """A sub-sequence of a DDPM's N = num_train_steps discrete steps, as DDIM samples it.
+
+    DDPM step k = 1..N (diffusers' timestep k - 1) sits at time k T / N, so its alpha_bar is
+    alpha(k T / N)^2. The grid visits `steps` of them, decreasing, then ends at t = 0 (x_0; diffusers'
+    `set_alpha_to_one=True`). `steps = N` gives the full DDPM grid N T/N, ..., T/N, 0.
+
+    Args:
+        sde: the SDE whose [0, T] the N steps divide.
+        steps: how many DDPM steps to visit, 1..N.
+        num_train_steps: N.
+        spacing: as in diffusers: "leading" (k = 1 + i N // steps), "trailing"
+            (k = round(N - i N / steps)), or "linspace" (k = 1 + round(linspace(0, N - 1, steps))).
+
+    Returns:
+        (steps + 1,) float64 times, decreasing, the last one 0.
+    """
+    _check_steps(num_train_steps)
+    _check_steps(steps)
+    n = num_train_steps
+    if steps > n:
+        raise ValueError(f"steps must be <= num_train_steps = {n}, got {steps}")
+    if spacing == "leading":
+        k = torch.arange(steps, dtype=torch.float64) * (n // steps) + 1
+    elif spacing == "trailing":
+        k = torch.round(torch.arange(n, 0, -n / steps, dtype=torch.float64)).flip(0)
+    elif spacing == "linspace":
+        k = torch.round(torch.linspace(0, n - 1, steps, dtype=torch.float64)) + 1
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    ts = torch.cat([k.flip(0) * (sde.T / n), torch.zeros(1, dtype=torch.float64)])
+    return check_grid(sde, ts)
+
+
+def check_grid(sde: SDE, ts: Tensor) -> Tensor:
+    """Validate a user grid: 1-D, at least 2 finite times, strictly decreasing, within [0, T].
+
+    Returns:
+        ts as a float64 CPU tensor (a copy).
+
+    Raises:
+        ValueError: ts breaks any of the rules above.
+    """
+    ts = torch.as_tensor(ts).detach().to("cpu", torch.float64)
+    if ts.ndim != 1 or ts.numel() < 2:
+        raise ValueError(f"ts must be a 1-D grid of at least 2 times, got shape {tuple(ts.shape)}")
+    if not bool(torch.isfinite(ts).all()):
+        raise ValueError("ts must be finite")
+    if not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError(f"ts must be strictly decreasing (T down to t_eps), got {ts.tolist()[:6]}"
+                         + ("..." if ts.numel() > 6 else ""))
+    if ts[0].item() > sde.T or ts[-1].item() < 0:
+        raise ValueError(f"ts must lie in [0, T] = [0, {sde.T}], got [{ts[-1].item():.6g}, "
+                         f"{ts[0].item():.6g}]")
+    return ts.clone()
+
+
+GRIDS: dict[str, Callable[..., Tensor]] = {
+    "uniform": uniform, "quadratic": quadratic, "log_snr": log_snr_uniform,
+}
+
+
+def resolve_grid(sde: SDE, *, ts: Tensor | None, steps: int, t_eps: float, grid: str) -> Tensor:
+    """The grid a sampler uses: `ts` if given (validated), else GRIDS[grid](sde, steps, t_eps=t_eps)."""
+    if ts is not None:
+        return check_grid(sde, ts)
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {tuple(GRIDS)}, got {grid!r}")
+    return GRIDS[grid](sde, steps, t_eps=t_eps)

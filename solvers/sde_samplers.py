@@ -1,0 +1,152 @@
+"""Reverse-time SDE samplers: Euler-Maruyama and predictor-corrector (Song et al. 2021).
+
+Reverse SDE, integrated from T down to t_eps:  dx = [f(t) x - g(t)^2 score(x, t)] dt + g(t) dw_bar.
+Each step's dt is the actual grid spacing (not 1 / N), and predictor-corrector runs the predictor
+first and then the corrector at the new time, as in the paper's Algorithm 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sde_lib import SDE
+from solvers import grids
+from solvers.result import (Callback, CountingScore, SampleResult, ScoreFn, Trajectory,
+                            check_x_T, randn_like)
+from solvers.stepping import (GridCoefficients, LinearSteps, ancestral_coefficients,
+                              em_coefficients, reverse_diffusion_coefficients, run_linear_steps,
+                              tweedie)
+
+PREDICTORS = {
+    "euler_maruyama": em_coefficients,
+    "reverse_diffusion": reverse_diffusion_coefficients,
+    "ancestral": ancestral_coefficients,
+}
+CORRECTORS = ("langevin", "none")
+
+
+@torch.no_grad()
+def euler_maruyama(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 1000,
+                   t_eps: float = 1e-3, grid: str = "uniform", ts: Tensor | None = None,
+                   denoise: bool = False, generator: torch.Generator | None = None,
+                   callback: Callback | None = None, return_trajectory: bool = False
+                   ) -> SampleResult:
+    """Euler-Maruyama on the reverse SDE: x_s = x - (f_t x - g_t^2 score) h + g_t sqrt(h) z, h = t - s.
+
+    Args:
+        sde: the forward SDE.
+        score_fn: score_fn(x, t) -> like x, t of shape (B,).
+        x_T: (B, *D) the start at ts[0] (usually a prior draw, `sde.prior_sample`).
+        steps: number of steps when ts is not given.
+        t_eps: last time of the default grid.
+        grid: "uniform", "quadratic" or "log_snr", when ts is not given.
+        ts: an explicit decreasing grid in [0, T]; overrides steps, t_eps and grid.
+        denoise: finish with Tweedie's denoiser x0 = (x + sigma^2 score) / alpha at ts[-1]
+            (score_sde's final denoising; one more score call).
+        generator: source of the noise, one draw of x's shape per step.
+        callback: callback(i, t_i, x_i) after each step (and at the start, i = 0).
+        return_trajectory: keep the len(ts) states (before denoising).
+
+    Returns:
+        SampleResult with x (B, *D) and nfe = len(ts) - 1 (+ 1 with denoise).
+    """
+    check_x_T(x_T)
+    ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    coefs = em_coefficients(GridCoefficients.on(sde, ts))
+    return run_linear_steps(score_fn, x_T, ts, coefs, generator=generator, callback=callback,
+                            return_trajectory=return_trajectory, sde=sde, denoise=denoise)
+
+
+def langevin_step(x: Tensor, score: Tensor, z: Tensor, *, snr: float,
+                  alpha_ratio: float = 1.0) -> Tensor:
+    """One Langevin corrector step with Song et al.'s signal-to-noise step size (Algorithm 5):
+
+        eps = 2 alpha_ratio (snr ||z|| / ||score||)^2,   x <- x + eps score + sqrt(2 eps) z,
+
+    with ||z|| and ||score|| the batch means of the per-sample norms, as in score_sde. (Per-sample
+    norms would make eps heavy-tailed in low dimension: near a mode ||score|| -> 0 and eps blows up.)
+
+    Args:
+        x, score, z: (B, *D) state, score at (x, t), standard normal noise.
+        snr: the target signal-to-noise ratio r > 0.
+        alpha_ratio: alpha_t^2 / alpha_s^2 of the predictor step t -> s just taken (score_sde's
+            `alphas[i]` = 1 - beta_i on VP; 1 on VE).
+
+    Returns:
+        (B, *D) the corrected state.
+    """
+    grad_norm = score.flatten(1).norm(dim=1).mean().clamp_min(torch.finfo(x.dtype).tiny)
+    noise_norm = z.flatten(1).norm(dim=1).mean()
+    eps = 2 * alpha_ratio * (snr * noise_norm / grad_norm) ** 2
+    return x + eps * score + torch.sqrt(2 * eps) * z
+
+
+@torch.no_grad()
+def predictor_corrector(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 1000,
+                        predictor: str = "reverse_diffusion", corrector: str = "langevin",
+                        snr: float = 0.16, n_steps: int = 1, t_eps: float = 1e-3,
+                        grid: str = "uniform", ts: Tensor | None = None, denoise: bool = False,
+                        generator: torch.Generator | None = None,
+                        callback: Callback | None = None, return_trajectory: bool = False
+                        ) -> SampleResult:
+    """Predictor-corrector sampling (Song et al. 2021, Algorithm 1): for each step t -> s, one
+    predictor step to s, then `n_steps` Langevin corrector steps at s.
+
+    Args:
+        sde: the forward SDE (VP, sub-VP or VE).
+        score_fn: score_fn(x, t) -> like x, t of shape (B,).
+        x_T: (B, *D) the start at ts[0].
+        steps: number of predictor steps when ts is not given.
+        predictor: "euler_maruyama", "reverse_diffusion" (exact transition of each step) or
+            "ancestral" (DDPM's posterior step, variance beta_tilde).
+        corrector: "langevin" or "none".
+        snr: the corrector's signal-to-noise ratio (> 0).
+        n_steps: corrector steps per predictor step (>= 0).
+        t_eps: last time of the default grid.
+        grid: "uniform", "quadratic" or "log_snr", when ts is not given.
+        ts: an explicit decreasing grid in [0, T]; overrides steps, t_eps and grid.
+        denoise: finish with Tweedie's denoiser at ts[-1] (one more score call).
+        generator: source of all noise: per step, the predictor's draw, then one per corrector step.
+        callback: callback(i, t_i, x_i) after each predictor-corrector step (and at i = 0).
+        return_trajectory: keep the len(ts) states (before denoising).
+
+    Returns:
+        SampleResult with x (B, *D) and nfe = (len(ts) - 1) (1 + n_steps) (+ 1 with denoise).
+    """
+    if predictor not in PREDICTORS:
+        raise ValueError(f"predictor must be one of {tuple(PREDICTORS)}, got {predictor!r}")
+    if corrector not in CORRECTORS:
+        raise ValueError(f"corrector must be one of {CORRECTORS}, got {corrector!r}")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
+        raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
+    if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not snr > 0:
+        raise ValueError(f"snr must be a number > 0, got {snr!r}")
+    check_x_T(x_T)
+    ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    c = GridCoefficients.on(sde, ts)
+    pred: LinearSteps = PREDICTORS[predictor](c)
+    n_corr = n_steps if corrector == "langevin" else 0
+    if n_corr == 0:
+        return run_linear_steps(score_fn, x_T, ts, pred, generator=generator, callback=callback,
+                                return_trajectory=return_trajectory, sde=sde, denoise=denoise)
+
+    score = CountingScore(score_fn)
+    alpha_ratio = ((c.alpha_t / c.alpha_s) ** 2).tolist()
+    t_list, t_x = ts.tolist(), ts.to(device=x_T.device, dtype=x_T.dtype)
+    batch, x = x_T.shape[0], x_T
+    record = Trajectory(return_trajectory, callback)
+    record.record(0, t_list[0], x)
+    for i, (c_x, c_s, c_z) in enumerate(zip(pred.c_x.tolist(), pred.c_score.tolist(),
+                                            pred.c_noise.tolist())):
+        x = c_x * x + c_s * score(x, t_x[i].expand(batch))
+        if c_z != 0:
+            x = x + c_z * randn_like(x, generator)
+        t_s = t_x[i + 1].expand(batch)
+        for _ in range(n_corr):
+            x = langevin_step(x, score(x, t_s), randn_like(x, generator), snr=snr,
+                              alpha_ratio=alpha_ratio[i])
+        record.record(i + 1, t_list[i + 1], x)
+    if denoise:
+        x = tweedie(sde, score, x, t_list[-1])
+    return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)

@@ -1,0 +1,148 @@
+"""The reverse-time SDE through torchsde.sdeint, for its solvers, adaptive steps and Brownian paths.
+
+torchsde integrates forward in time on (B, d) states, so the reverse SDE runs in negated time
+s = -t from -T to -t_eps, on x flattened to (B, prod D):
+
+    dx = -[f(t) x - g(t)^2 score(x, t)] ds + g(t) dW_s,   t = -s.
+
+The noise g(t) does not depend on x (additive noise), so the Ito and Stratonovich forms are the same
+SDE and every torchsde method applies: Stratonovich-only ones (reversible_heun, midpoint, heun,
+euler_heun) are run with sde_type "stratonovich", the others with "ito".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchsde
+from torch import Tensor
+
+from sde_lib import SDE, append_dims
+from solvers import grids
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, check_x_T
+
+ITO_METHODS = ("euler", "milstein", "srk")
+STRATONOVICH_METHODS = ("reversible_heun", "midpoint", "heun", "euler_heun", "log_ode_midpoint")
+
+
+class ReverseTimeSDE(torch.nn.Module):
+    """torchsde's view of the reverse SDE: f(s, y), g(s, y) on y (B, d) with s = -t (0-d).
+
+    Attributes:
+        noise_type: "diagonal".
+        sde_type: "ito" or "stratonovich" (equal here, since the noise is additive).
+        score: the NFE-counting score function.
+    """
+
+    noise_type = "diagonal"
+
+    def __init__(self, sde: SDE, score_fn: ScoreFn, shape: torch.Size, sde_type: str):
+        super().__init__()
+        self.sde, self.shape, self.sde_type = sde, shape, sde_type
+        self.score = score_fn if isinstance(score_fn, CountingScore) else CountingScore(score_fn)
+
+    def f(self, s: Tensor, y: Tensor) -> Tensor:
+        x = y.reshape(self.shape)
+        t = (-s).to(x.dtype).expand(x.shape[0])
+        return -self.sde.reverse_drift(x, t, self.score(x, t)).flatten(1)
+
+    def g(self, s: Tensor, y: Tensor) -> Tensor:
+        g = self.sde.diffusion((-s).to(y.dtype).expand(y.shape[0]))
+        return append_dims(g, y.ndim).expand_as(y)
+
+
+class SeededBrownianInterval(torchsde.BrownianInterval):
+    """torchsde's BrownianInterval on the dyadic tree (halfway_tree=True), so that the path is a
+    function of `entropy` alone: solves with any step count or adaptive steps see the same path.
+
+    Query times are rounded to the tree's resolution `tol` first; torchsde's halfway tree only
+    terminates on times it can reach by rounded bisection.
+    """
+
+    def __init__(self, t0: float, t1: float, size: tuple[int, ...], *, entropy: int,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 tol: float = 1e-8, levy_area_approximation: str = "none"):
+        super().__init__(t0=t0, t1=t1, size=size, dtype=dtype, device=device, entropy=entropy,
+                         tol=tol, halfway_tree=True,
+                         levy_area_approximation=levy_area_approximation)
+        self._ndigits = round(-math.log10(tol))
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        ta = round(float(ta), self._ndigits)
+        tb = None if tb is None else round(float(tb), self._ndigits)
+        return super().__call__(ta, tb, return_U=return_U, return_A=return_A)
+
+
+def brownian_interval(sde: SDE, x_T: Tensor, t_end: float, *, entropy: int,
+                      method: str) -> SeededBrownianInterval:
+    """The Brownian motion of the reverse SDE on s in [-T, -t_end], of x_T's flattened shape."""
+    return SeededBrownianInterval(
+        -sde.T, -t_end, (x_T.shape[0], x_T[0].numel()), entropy=entropy, dtype=x_T.dtype,
+        device=x_T.device, levy_area_approximation="space-time" if method == "srk" else "none")
+
+
+@torch.no_grad()
+def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = "euler",
+                     steps: int = 1000, dt: float | None = None, t_eps: float = 1e-3,
+                     ts: Tensor | None = None, adaptive: bool = False, rtol: float = 1e-5,
+                     atol: float = 1e-4, entropy: int | None = None,
+                     bm: torchsde.BrownianInterval | None = None,
+                     generator: torch.Generator | None = None, callback: Callback | None = None,
+                     return_trajectory: bool = False) -> SampleResult:
+    """Sample the reverse SDE from ts[0] (T) to ts[-1] (t_eps) with torchsde.sdeint.
+
+    Args:
+        sde: the forward SDE.
+        score_fn: score_fn(x, t) -> like x, t of shape (B,).
+        x_T: (B, *D) the start at ts[0].
+        method: a torchsde method: one of ITO_METHODS or STRATONOVICH_METHODS.
+        steps: fixed step size (ts[0] - ts[-1]) / steps, unless dt is given.
+        dt: the (initial, if adaptive) step size in t (> 0).
+        t_eps: end time when ts is not given.
+        ts: decreasing output times in [0, T] (default [T, t_eps]); torchsde steps by dt between.
+        adaptive: adaptive stepping with rtol, atol (torchsde's error control).
+        rtol, atol: tolerances of adaptive stepping.
+        entropy: the seed of the Brownian path; by default drawn from `generator`. One entropy
+            gives one path, whatever the step count.
+        bm: a ready torchsde Brownian motion on [-ts[0], -ts[-1]] of size (B, prod D); overrides
+            entropy.
+        generator: draws the entropy when neither entropy nor bm is given.
+        callback: callback(i, t_i, x_i) on the solution at each output time, after the solve.
+        return_trajectory: keep the solution at every output time.
+
+    Returns:
+        SampleResult with x (B, *D) at ts[-1] and nfe, the number of score calls (drift calls).
+    """
+    check_x_T(x_T)
+    if method in ITO_METHODS:
+        sde_type = "ito"
+    elif method in STRATONOVICH_METHODS:
+        sde_type = "stratonovich"
+    else:
+        raise ValueError(f"method must be one of {ITO_METHODS + STRATONOVICH_METHODS}, "
+                         f"got {method!r}")
+    if ts is None:
+        grids.uniform(sde, 1, t_eps=t_eps)  # validates t_eps
+        ts = torch.tensor([sde.T, t_eps], dtype=torch.float64)
+    ts = grids.check_grid(sde, ts)
+    span = ts[0].item() - ts[-1].item()
+    if dt is None:
+        grids.uniform(sde, steps)  # validates steps
+        dt = span / steps
+    elif isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
+        raise ValueError(f"dt must be a number > 0, got {dt!r}")
+    if bm is None:
+        if entropy is None:
+            entropy = int(torch.randint(2**62, (), generator=generator).item())
+        bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, method=method)
+    drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
+    s = (-ts).to(device=x_T.device, dtype=x_T.dtype)
+    ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,
+                         adaptive=adaptive, rtol=rtol, atol=atol)
+    xs = ys.reshape(len(ts), *x_T.shape)
+    if callback is not None:
+        for i, (t, x) in enumerate(zip(ts.tolist(), xs)):
+            callback(i, t, x)
+    return SampleResult(x=xs[-1], nfe=drift.score.nfe,
+                        trajectory=xs if return_trajectory else None, ts=ts)
