@@ -1,0 +1,315 @@
+"""Exact log-likelihoods through the probability-flow ODE, and bits/dim of 8-bit images.
+
+Legend (DESIGN.md, "The math"; N = prod(D) dims per sample, s(x, t) the score function):
+    v(x, t) = f(t) x - g(t)^2 / 2 s(x, t)       the probability-flow velocity
+    div v(x, t) = f(t) N - g(t)^2 / 2 div s(x, t) only the score's divergence is computed
+    log p_{t_eps}(x) = log pi(x(T)) + int_{t_eps}^T div v(x(t), t) dt,   x(t_eps) = x
+
+The state (x, Delta) with dDelta/dt = div v is integrated by torchdiffeq from t_eps to T in one
+batched solve; z = x(T) is the latent and NLL = -(log pi(z) + Delta(T)) in nats. The NLL is that of
+the model's time-t_eps marginal, the density the ODE defines; with the exact score and the exact
+p_T as pi it is -log p_{t_eps}(x).
+
+Error control is per sample: a step is accepted when, for every sample, both the RMS of its x error
+and that of its Delta error are within atol + rtol |y|, so a sample's accuracy does not depend on
+the batch it is in and the log-density is not drowned by the N components of x.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torchdiffeq
+from torch import Tensor
+
+from sde_lib import SDE
+from solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+PriorLogp = Callable[[Tensor], Tensor]
+DIVERGENCES = ("exact", "hutchinson")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4")
+
+
+@dataclass
+class LikelihoodResult:
+    """The output of `log_likelihood`.
+
+    Attributes:
+        nll: (B,) negative log-likelihood in nats, -log p_{t_eps}(x) under the model (averaged over
+            the probes for Hutchinson).
+        z: (B, *D) the latent x(T) the flow maps x to.
+        nfe: ODE function evaluations (each one score evaluation on the whole batch, plus the
+            vector-Jacobian products the divergence takes).
+        stderr: (B,) standard error of `nll` over the Hutchinson probes (probes > 1), else None.
+    """
+
+    nll: Tensor
+    z: Tensor
+    nfe: int
+    stderr: Tensor | None = None
+
+
+@dataclass
+class BitsPerDimResult:
+    """The output of `bits_per_dim`.
+
+    Attributes:
+        bpd: (B,) bits per dim, an upper bound on -log2 P(image) / N averaged over the draws.
+        nll: (B,) nats of the dequantized images in [-1, 1] coordinates, averaged over the draws.
+        nfe: ODE function evaluations of the one solve over all draws.
+        stderr: (B,) standard error of `bpd` over the dequantization draws (dequant_draws > 1), or
+            over the Hutchinson probes for one draw; None if neither is random.
+    """
+
+    bpd: Tensor
+    nll: Tensor
+    nfe: int
+    stderr: Tensor | None = None
+
+
+# -- checks -------------------------------------------------------------------------------------
+def check_batch(x: Tensor, name: str = "x") -> None:
+    """Check x is a finite float32/float64 tensor of shape (B, *D), B >= 1, D non-empty.
+
+    Raises:
+        ValueError: naming the parameter, the bad value and what is expected.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, *D), got {type(x).__name__}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {x.dtype}")
+    if x.ndim < 2 or x.shape[0] < 1 or x[0].numel() < 1:
+        raise ValueError(f"{name} must have shape (B, *D) with B >= 1 and at least one event "
+                         f"dim, got {tuple(x.shape)}")
+    bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten()
+    if len(bad):
+        raise ValueError(f"{name} has non-finite values in samples {bad[:10].tolist()}"
+                         f"{' ...' if len(bad) > 10 else ''} (of {x.shape[0]})")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_t_eps(sde: SDE, t_eps: float) -> None:
+    if not (isinstance(t_eps, (int, float)) and 0 <= t_eps < sde.T):
+        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
+
+
+def _prior_logp(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
+    logp = (sde.prior_logp if prior_logp is None else prior_logp)(z)
+    if not isinstance(logp, Tensor) or logp.shape != (z.shape[0],):
+        raise ValueError(f"prior_logp must map z of shape {tuple(z.shape)} to ({z.shape[0]},), "
+                         f"got {getattr(logp, 'shape', type(logp).__name__)}")
+    return logp
+
+
+# -- the augmented probability-flow ODE ---------------------------------------------------------
+class _AugmentedFlow:
+    """torchdiffeq's f(t, (x, Delta)) -> (v, div v), counting evaluations; also the per-sample
+    error norm, remembering which sample asked for the smallest step."""
+
+    def __init__(self, sde: SDE, score_fn: ScoreFn, x: Tensor, t_eps: float,
+                 probes: Tensor | None, chunk_size: int | None):
+        self.sde, self.score_fn, self.probes, self.chunk_size = sde, score_fn, probes, chunk_size
+        self.t_lo, self.dtype, self.n = t_eps, x.dtype, x[0].numel()
+        self.nfe, self.t_last, self.worst = 0, t_eps, (0, float("nan"))
+
+    def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x = state[0]
+        t = t.to(self.dtype).clamp(self.t_lo, self.sde.T)  # the solver's float64 t may pass T by an ulp
+        self.nfe, self.t_last = self.nfe + 1, t.item()
+        t_b = t.expand(x.shape[0])
+
+        def score_at(y: Tensor) -> Tensor:
+            return self.score_fn(y, t_b)
+
+        if self.probes is None:
+            score, div_s = exact_divergence(score_at, x, chunk_size=self.chunk_size)
+            div_s = div_s[:, None]
+        else:
+            score, div_s = hutchinson_divergence(score_at, x, self.probes)
+            div_s = div_s.T
+        bad = (~torch.isfinite(score.flatten(1))).any(1).nonzero().flatten()
+        if len(bad):
+            raise RuntimeError(f"score_fn returned non-finite values at t = {t.item():.6g} for "
+                               f"samples {bad[:10].tolist()} (of {x.shape[0]})")
+        f, g2 = self.sde.drift_coef(t), self.sde.diffusion(t) ** 2
+        velocity = self.sde.probability_flow_drift(x, t_b, score)
+        return velocity, f * self.n - 0.5 * g2 * div_s
+
+    def norm(self, scaled_error: tuple[Tensor, Tensor]) -> Tensor:
+        """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance."""
+        ex, ed = scaled_error
+        per_sample = torch.maximum(ex.flatten(1).pow(2).mean(1).sqrt(), ed.pow(2).mean(1).sqrt())
+        ratio, worst = per_sample.max(0)
+        self.worst = (int(worst), float(ratio))
+        return ratio
+
+
+def _solve_error(flow: _AugmentedFlow, err: AssertionError, b: int, rtol: float, atol: float,
+                 max_steps: int) -> RuntimeError:
+    sample, ratio = flow.worst
+    why = ("hit max_steps = " + str(max_steps) if "max_num_steps" in str(err)
+           else "shrank its step below float resolution")
+    return RuntimeError(
+        f"the probability-flow ODE solve {why} near t = {flow.t_last:.6g}; sample {sample} "
+        f"(of {b}) needed the smallest steps (error ratio {ratio:.3g}). Loosen the tolerances "
+        f"(rtol = {rtol}, atol = {atol}, e.g. 10x), raise max_steps, or check the score of that "
+        "sample near this t")
+
+
+def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = "exact",
+                   probes: int = 1, noise: str = "rademacher", method: str = "dopri5",
+                   rtol: float = 1e-5, atol: float = 1e-5, t_eps: float = 1e-5,
+                   prior_logp: PriorLogp | None = None, generator: torch.Generator | None = None,
+                   chunk_size: int | None = None, max_steps: int = 10_000,
+                   step_size: float | None = None) -> LikelihoodResult:
+    """Negative log-likelihood of x under the probability-flow ODE of (sde, score_fn), in nats.
+
+    Args:
+        sde: the forward SDE.
+        score_fn: s(x, t) -> like x, with x (B, *D) and t (B,); evaluated per sample.
+        x: (B, *D) float32 or float64 data, treated as a sample at time t_eps.
+        divergence: "exact" (N vmapped vector-Jacobian products per evaluation) or "hutchinson"
+            (one per probe; unbiased, for large N).
+        probes: Hutchinson probes per sample, drawn once per solve and held fixed through it; with
+            probes > 1 their estimates are averaged and `stderr` reports the spread.
+        noise: Hutchinson probe distribution, "rademacher" or "gaussian".
+        method: a torchdiffeq method: adaptive ("dopri5", ...) or fixed-step (needs step_size).
+        rtol: relative tolerance of the adaptive solver, per sample.
+        atol: absolute tolerance of the adaptive solver, per sample.
+        t_eps: the ODE runs from t_eps to T (log p_0 is singular for VP as t -> 0).
+        prior_logp: log pi(z), (B, *D) -> (B,); default `sde.prior_logp`. Pass the exact log p_T
+            to remove the prior mismatch.
+        generator: source of the Hutchinson probes.
+        chunk_size: basis vectors per vmapped batch of the exact divergence (bounds its memory,
+            chunk_size * B * N elements; default keeps a chunk under 2^24 elements).
+        max_steps: adaptive steps allowed before the solve gives up.
+        step_size: the step of a fixed-step method.
+
+    Returns:
+        LikelihoodResult(nll (B,), z (B, *D), nfe, stderr (B,) or None).
+
+    Raises:
+        ValueError: bad input (shape, dtype, non-finite x, unknown names, bad settings).
+        RuntimeError: the solve hit max_steps or its step underflowed (names the sample that set
+            the step and suggests looser tolerances), or score_fn returned non-finite values.
+    """
+    check_batch(x)
+    _check_t_eps(sde, t_eps)
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    if divergence == "exact" and probes != 1:
+        raise ValueError(f"probes only applies to divergence='hutchinson', got probes={probes!r}"
+                         " with divergence='exact'")
+    _check_positive("rtol", rtol)
+    _check_positive("atol", atol)
+    if method in ADAPTIVE_METHODS:
+        if not (isinstance(max_steps, int) and max_steps >= 1):
+            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    elif method in FIXED_METHODS:
+        _check_positive("step_size (required by fixed-step methods)", step_size)
+    else:
+        raise ValueError(f"method must be one of {ADAPTIVE_METHODS + FIXED_METHODS}, got "
+                         f"{method!r}")
+
+    with torch.no_grad():
+        x = x.detach()
+        b = x.shape[0]
+        probe = (draw_probes(x, probes, noise, generator=generator)
+                 if divergence == "hutchinson" else None)
+        flow = _AugmentedFlow(sde, score_fn, x, t_eps, probe, chunk_size)
+        ts = torch.tensor([t_eps, sde.T], dtype=x.dtype, device=x.device)
+        if method in ADAPTIVE_METHODS:
+            options = {"norm": flow.norm, "max_num_steps": max_steps,
+                       "step_t": ts[1:].to(torch.float64)}  # stop exactly at T, never beyond
+        else:
+            options = {"step_size": step_size}
+        state0 = (x, x.new_zeros(b, 1 if probe is None else probes))
+        try:
+            xs, deltas = torchdiffeq.odeint(flow, state0, ts, rtol=rtol, atol=atol,
+                                            method=method, options=options)
+        except AssertionError as err:
+            if "max_num_steps" in str(err) or "underflow" in str(err):
+                raise _solve_error(flow, err, b, rtol, atol, max_steps) from None
+            raise
+        z, delta = xs[-1], deltas[-1]
+        nlls = -(_prior_logp(prior_logp, sde, z)[:, None] + delta)  # (B, P)
+        stderr = nlls.std(1) / math.sqrt(nlls.shape[1]) if nlls.shape[1] > 1 else None
+        return LikelihoodResult(nll=nlls.mean(1), z=z, nfe=flow.nfe, stderr=stderr)
+
+
+# -- bits per dim -------------------------------------------------------------------------------
+def dequantize(x: Tensor, *, draws: int = 1, generator: torch.Generator | None = None
+               ) -> Tensor:
+    """Uniformly dequantize 8-bit images scaled to [-1, 1].
+
+    An image with levels k in {0, ..., 255} is x = k / 127.5 - 1 (torchvision's [0, 1] times 2
+    minus 1). Level k owns the cell [k/128 - 1, (k+1)/128 - 1) of width 1/128 per dim, so the 256
+    cells tile [-1, 1); a draw is y = (k + u) / 128 - 1 with u ~ U[0, 1)^N.
+
+    Args:
+        x: (B, *D) images on the 8-bit grid in [-1, 1].
+        draws: dequantization draws per image.
+        generator: source of u.
+
+    Returns:
+        (draws, B, *D) dequantized images.
+
+    Raises:
+        ValueError: x lies outside [-1, 1] or off the 8-bit grid (e.g. already dequantized).
+    """
+    check_batch(x)
+    if not (isinstance(draws, int) and draws >= 1):
+        raise ValueError(f"dequant_draws must be an int >= 1, got {draws!r}")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1 or hi > 1:
+        raise ValueError(f"x must be 8-bit images scaled to [-1, 1], got values in "
+                         f"[{lo:.6g}, {hi:.6g}]")
+    levels = (x + 1) * 127.5
+    k = levels.round()
+    off = (levels - k).abs().max().item()
+    if off > 1e-3:
+        raise ValueError(f"x must lie on the 8-bit grid k / 127.5 - 1, k = 0..255; a value is "
+                         f"{off:.3g} levels off it (pass quantized images, not dequantized ones)")
+    u = torch.rand((draws, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
+    return (k + u) / 128 - 1
+
+
+def bits_per_dim(sde: SDE, score_fn: ScoreFn, x: Tensor, *, dequant_draws: int = 1,
+                 generator: torch.Generator | None = None, **likelihood_kwargs
+                 ) -> BitsPerDimResult:
+    """Bits per dim of 8-bit images scaled to [-1, 1], with uniform dequantization.
+
+    Change of variables: the discrete model P(k) = int_{cell k} p(y) dy over cells of volume
+    128^-N in [-1, 1] coordinates (see `dequantize`); writing y = (k + u)/128 - 1 and Jensen,
+        -log P(k) = -log E_u[p(y) 128^-N] <= E_u[-log p(y)] + N log 128,
+    so bpd = (E_u[-log p(y)] / N + log 128) / log 2, DESIGN.md's formula; no further offset.
+
+    Args:
+        sde, score_fn: as for `log_likelihood`.
+        x: (B, *D) images on the grid k / 127.5 - 1, k = 0..255.
+        dequant_draws: u draws per image, averaged (solved together as one batch of draws * B).
+        generator: source of the dequantization noise (and of Hutchinson probes).
+        **likelihood_kwargs: passed to `log_likelihood` (divergence, probes, rtol, ...).
+
+    Returns:
+        BitsPerDimResult(bpd (B,), nll (B,), nfe, stderr (B,) or None).
+    """
+    y = dequantize(x, draws=dequant_draws, generator=generator)
+    b, n = x.shape[0], x[0].numel()
+    res = log_likelihood(sde, score_fn, y.flatten(0, 1), generator=generator, **likelihood_kwargs)
+    nll = res.nll.view(dequant_draws, b)
+    bpd = (nll / n + math.log(128)) / math.log(2)
+    if dequant_draws > 1:
+        stderr = bpd.std(0) / math.sqrt(dequant_draws)
+    else:
+        stderr = None if res.stderr is None else res.stderr / (n * math.log(2))
+    return BitsPerDimResult(bpd=bpd.mean(0), nll=nll.mean(0), nfe=res.nfe, stderr=stderr)
