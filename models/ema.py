@@ -70,7 +70,7 @@ class EMA:
             for name, avg in mine.items():
                 new = theirs[name].detach()
                 if kind == "parameters" and avg.is_floating_point():
-                    avg.lerp_(new.to(avg.dtype), 1 - d)
+                    avg.lerp_(new.to(avg), 1 - d)  # the copy may live elsewhere (CPU)
                 else:
                     avg.copy_(new)
         self.num_updates += 1

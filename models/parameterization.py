@@ -24,7 +24,8 @@ posterior mean given x_t (Tweedie), and each determines the others through alpha
 
 with r^2 = alpha_t^2 + sigma_t^2 (1 for VP; 1 + sigma^2 for VE, where v = eps - sigma x0). The v
 row solves the 2x2 system x_t = alpha x0 + sigma eps, v = alpha eps - sigma x0. The identity
-x_t = alpha_t x0 + sigma_t eps holds for every row by construction.
+x_t = alpha_t x0 + sigma_t eps holds for every row by construction. (For VE at large sigma,
+v ~ -sigma x0 grows with sigma: "eps" is the better-scaled target there.)
 
 The conversions divide by sigma_t (score targets; eps from x0) and by alpha_t (x0 from eps or
 score): VP and sub-VP have sigma_0 = 0, so evaluate them at t >= t_eps > 0.
