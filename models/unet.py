@@ -90,6 +90,18 @@ class AttentionBlock(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
+class ResAttnBlock(nn.Module):
+    """A residual block followed by self-attention (or by nothing): one step of a U-Net level."""
+
+    def __init__(self, res: ResBlock, attn: AttentionBlock | None):
+        super().__init__()
+        self.res, self.attn = res, attn if attn is not None else nn.Identity()
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        """h (B, c_in, H, W), emb (B, emb_dim) -> (B, c_out, H, W)."""
+        return self.attn(self.res(h, emb))
+
+
 class Downsample(nn.Module):
     """A stride-2 3x3 conv: (B, C, H, W) -> (B, C, H / 2, W / 2)."""
 
@@ -160,31 +172,29 @@ class UNet(nn.Module):
                                         nn.Linear(emb_dim, emb_dim))
         self.label_embed = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
 
-        def res(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, c_out, emb_dim, dropout, norm_groups)
-
-        def attn(c: int, level: int) -> nn.Module:
-            use = resolutions is not None and resolutions[level] in attn_resolutions
-            return AttentionBlock(c, attn_heads, norm_groups) if use else nn.Identity()
+        def block(c_in: int, c_out: int, level: int) -> ResAttnBlock:
+            use_attn = resolutions is not None and resolutions[level] in attn_resolutions
+            return ResAttnBlock(ResBlock(c_in, c_out, emb_dim, dropout, norm_groups),
+                                AttentionBlock(c_out, attn_heads, norm_groups) if use_attn else None)
 
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down = nn.ModuleList()
-        skips, c = [channels], channels
+        skips, c = [channels], channels  # the channels of every skip connection, in order
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                self.down.append(nn.ModuleList([res(c, channels * mult), attn(channels * mult,
-                                                                               level)]))
+                self.down.append(block(c, channels * mult, level))
                 c = channels * mult
                 skips.append(c)
             if level < len(channel_mult) - 1:
                 self.down.append(Downsample(c))
                 skips.append(c)
-        self.mid = nn.ModuleList([res(c, c), AttentionBlock(c, attn_heads, norm_groups), res(c, c)])
+        self.mid1 = ResBlock(c, c, emb_dim, dropout, norm_groups)
+        self.mid_attn = AttentionBlock(c, attn_heads, norm_groups)
+        self.mid2 = ResBlock(c, c, emb_dim, dropout, norm_groups)
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(nn.ModuleList([res(c + skips.pop(), channels * mult),
-                                              attn(channels * mult, level)]))
+                self.up.append(block(c + skips.pop(), channels * mult, level))
                 c = channels * mult
             if level > 0:
                 self.up.append(Upsample(c))
@@ -234,17 +244,15 @@ class UNet(nn.Module):
         emb = self.time_embed(batch_time(t, x))
         if self.label_embed is not None:
             emb = emb + self.label_embed(y, x.shape[0], x.device)
-        h = self.conv_in(x)
-        hs = [h]
+        hs = [self.conv_in(x)]
         for layer in self.down:
-            h = layer(h) if isinstance(layer, Downsample) else layer[1](layer[0](h, emb))
-            hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+            hs.append(layer(hs[-1], emb) if isinstance(layer, ResAttnBlock) else layer(hs[-1]))
+        h = self.mid2(self.mid_attn(self.mid1(hs[-1], emb)), emb)
         for layer in self.up:
-            if isinstance(layer, Upsample):
-                h = layer(h)
+            if isinstance(layer, ResAttnBlock):
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
             else:
-                h = layer[1](layer[0](torch.cat([h, hs.pop()], dim=1), emb))
+                h = layer(h)
         return self.out(h)
 
     def _check_input(self, x: Tensor) -> None:

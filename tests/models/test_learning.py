@@ -1,25 +1,31 @@
-"""A real learning check: a small MLP trained with dsm_loss learns the exact score of a Gaussian."""
+"""Real learning checks: small networks trained with dsm_loss learn the exact score of Gaussian
+data (MLP on 2-D points, U-Net on 8x8 images)."""
 
+import pytest
 import torch
 
-from models import EMA, MLP, ScoreModel
+from models import EMA, MLP, ScoreModel, UNet
 from sde_lib import VPSDE, GaussianMixture, dsm_loss
 
 
-def relative_error(model, gm, sde, gen):
+def relative_error(model, gm, sde, gen, per_time=100):
     """E ||sigma (s_theta - s)||^2 / E ||sigma s||^2 = E||eps_theta - eps*||^2 / E||eps*||^2 in
-    three bands of t, with x ~ p_t drawn exactly; 1 for a model that outputs zero."""
-    t = torch.linspace(0.05, 1.0, 20).repeat_interleave(100)
-    x = gm.sample(2000, generator=gen) * sde.alpha(t)[:, None] \
-        + sde.sigma(t)[:, None] * torch.randn(2000, 2, generator=gen)
+    three bands of t (t < 0.25, t < 0.55, t >= 0.55), with x ~ p_t drawn exactly; 1 for a model
+    that outputs zero."""
+    t = torch.linspace(0.05, 1.0, 20).repeat_interleave(per_time)
+    n = t.shape[0]
+    x = gm.sample(n, generator=gen)
+    x = sde.alpha(t).reshape(-1, *[1] * (x.ndim - 1)) * x + sde.sigma(t).reshape(
+        -1, *[1] * (x.ndim - 1)) * torch.randn(x.shape, generator=gen)
     with torch.no_grad():
         est = model(x, t)
     exact = gm.score(x, t, sde)
-    sigma = sde.sigma(t)[:, None]
-    err = (sigma * (est - exact)).pow(2).sum(1)
-    ref = (sigma * exact).pow(2).sum(1)
+    sigma = sde.sigma(t).reshape(-1, *[1] * (x.ndim - 1))
+    err = (sigma * (est - exact)).pow(2).flatten(1).sum(1)
+    ref = (sigma * exact).pow(2).flatten(1).sum(1)
     return [(err[band].mean() / ref[band].mean()).item()
-            for band in (slice(0, 400), slice(400, 1000), slice(1000, 2000))]
+            for band in (slice(0, 4 * per_time), slice(4 * per_time, 10 * per_time),
+                         slice(10 * per_time, n))]
 
 
 def test_small_mlp_learns_the_exact_score_of_a_gaussian():
@@ -46,3 +52,25 @@ def test_small_mlp_learns_the_exact_score_of_a_gaussian():
     assert max(errors) < 0.05, errors
     ema_errors = relative_error(ema.module, gm, sde, torch.Generator().manual_seed(2))
     assert max(ema_errors) < 0.05, ema_errors
+
+
+@pytest.mark.slow
+def test_small_unet_learns_the_exact_score_of_image_gaussians():
+    """60 Adam steps on a two-component mixture of 8x8 images (smooth means, std 0.2) under the VP
+    SDE, through every U-Net part (attention at 4x4 included): the eps error is a small fraction
+    of the zero predictor's at every noise level (about 3-7% when written)."""
+    torch.manual_seed(0)
+    sde = VPSDE()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 8), torch.linspace(-1, 1, 8), indexing="ij")
+    gm = GaussianMixture(torch.stack([(xx * yy)[None], (xx + yy)[None] / 2]), 0.2)
+    net = UNet(1, channels=16, num_res_blocks=1, attn_resolutions=(4,), image_size=8)
+    model = ScoreModel(net, sde, prediction="eps")
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        loss = dsm_loss(model, sde, gm.sample(32, generator=gen), t_eps=1e-3, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    errors = relative_error(model, gm, sde, torch.Generator().manual_seed(2), per_time=20)
+    assert max(errors) < 0.2, errors

@@ -40,7 +40,7 @@ def test_unet_places_attention_at_the_named_resolution():
     net = tiny_unet(channel_mult=(1, 2, 2), attn_resolutions=(16,), image_size=32)
     widths = [m.qkv.in_channels for m in net.down.modules() if isinstance(m, AttentionBlock)]
     assert widths == [32]
-    attn = net.down[2][1]  # level 0: res, down; level 1: res + attention
+    attn = net.down[2].attn  # level 0: res, down; level 1: res + attention
     seen = []
     attn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[-2:]))
     net(torch.randn(1, 1, 32, 32), torch.rand(1))
