@@ -1,22 +1,99 @@
-"""The `score-sde` command line."""
+"""The `score-sde` command line: `score-sde train | sample | likelihood [hydra overrides]`.
+
+Each command is a hydra application over the configs in the `conf` package (`pkg://conf`, so an
+installed wheel finds them): `conf/train.yaml`, `conf/sample.yaml`, `conf/likelihood.yaml`, whose
+schemas are the dataclasses of `scoresde.config`. Everything after the command goes to hydra:
+overrides (`sde=ve train.lr=1e-3`), `-m` for sweeps, `--cfg job` to print the config, `--help`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from scoresde.config import register_configs
+
+CONFIG_PATH = "pkg://conf"
 COMMANDS = {
-    "train": "train a score model on a data set (hydra overrides follow)",
-    "sample": "draw samples from a trained run: run=<run folder>",
-    "likelihood": "exact NLL / bits-per-dim of data under a trained run: run=<run folder>",
+    "train": "train a score model, then sample and compute the test NLL (hydra overrides follow)",
+    "sample": "draw samples from a trained run: run=<run folder> [solver=ddim solver.steps=50]",
+    "likelihood": "exact NLL / bits-per-dim of held-out data under a trained run: run=<run folder>",
 }
+
+
+def _fail(err: Exception) -> None:
+    """Print a user error in one line and exit with status 2 (hydra would print a traceback)."""
+    print(f"score-sde: error: {err}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
+def _train(cfg: DictConfig) -> None:
+    from scoresde.checkpoint import CheckpointError
+    from scoresde.train import train
+
+    try:
+        res = train(cfg, _run_dir())
+    except (ValueError, CheckpointError, FloatingPointError) as err:
+        _fail(err)
+    if res.interrupted:
+        raise SystemExit(130)
+    m = res.metrics
+    print(f"\nrun folder: {res.run_dir}")
+    print(f"checkpoint: {res.checkpoint}")
+    if "test_nll" in m:
+        line = (f"test NLL: {m['test_nll']:.4f} +- {m['test_nll_stderr']:.4f} nats "
+                f"({m['nll_points']} points, {m['nll_nfe']} NFE)")
+        if "test_bpd" in m:
+            line += f"; {m['test_bpd']:.4f} +- {m['test_bpd_stderr']:.4f} bits/dim"
+        print(line)
+    if "entropy" in m:
+        gap = m["test_nll"] - m["entropy"] if "test_nll" in m else float("nan")
+        print(f"true entropy: {m['entropy']:.4f} +- {m['entropy_stderr']:.4f} nats "
+              f"(NLL - entropy = {gap:+.4f})")
+    if "true_nll_same_points" in m:
+        print(f"true NLL of the same test points: {m['true_nll_same_points']:.4f} nats")
+    print("pictures:\n" + "\n".join(f"  {p}" for p in res.pictures))
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
+def _sample(cfg: DictConfig) -> None:
+    from scoresde.commands import sample
+
+    try:
+        sample(cfg)
+    except ValueError as err:
+        _fail(err)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="likelihood", version_base="1.3")
+def _likelihood(cfg: DictConfig) -> None:
+    from scoresde.commands import likelihood
+
+    try:
+        likelihood(cfg)
+    except ValueError as err:
+        _fail(err)
+
+
+_APPS = {"train": _train, "sample": _sample, "likelihood": _likelihood}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="score-sde",
         description="Continuous-time score-based diffusion models: train, sample, likelihood.",
-        epilog="Each command takes hydra overrides, e.g. `score-sde train data=checkerboard sde=vp`.")
+        epilog="Each command takes hydra overrides, e.g. `score-sde train data=checkerboard sde=vp`;"
+               " `score-sde train --help` lists the config groups, `--cfg job` prints the config.")
     sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     for name, help_ in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -24,16 +101,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point of the `score-sde` console script. Returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
     if argv[0] not in COMMANDS:
         parser.error(f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
-    print(f"score-sde {argv[0]}: not implemented yet", file=sys.stderr)
-    return 2
+    register_configs()
+    saved = sys.argv
+    sys.argv = [f"score-sde {argv[0]}", *argv[1:]]
+    try:
+        _APPS[argv[0]]()
+    except SystemExit as stop:
+        code = stop.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -1,0 +1,133 @@
+"""Build the pieces of a run (data, SDE, score model, solver) from a composed config, and rebuild a
+trained run from its folder.
+
+Everything with a `_target_` is built by `hydra.utils.instantiate`, so a wrong key in
+`conf/sde/*.yaml` or `conf/model/*.yaml` fails here, at start, naming the constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import models
+from scoresde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from scoresde.data import Dataset
+from sde_lib import SDE
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ValueError(f"cannot build {key} ({node.get('_target_')}): {cause}") from err
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda if available else cpu; "cuda" without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device is 'cuda' but no CUDA device is available; use device=cpu")
+    return torch.device(device)
+
+
+def build_data(cfg: DictConfig) -> Dataset:
+    data = _instantiate(cfg.data, "data")
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data._target_ must return a scoresde.data.Dataset, got {type(data)}")
+    return data
+
+
+def build_sde(cfg: DictConfig) -> SDE:
+    sde = _instantiate(cfg.sde, "sde")
+    if not isinstance(sde, SDE):
+        raise ValueError(f"sde._target_ must build an sde_lib.SDE, got {type(sde).__name__}")
+    return sde
+
+
+def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...]) -> models.ScoreModel:
+    """The network of `cfg.model.net` sized for data of shape `data_shape`, in a ScoreModel.
+
+    Raises:
+        ValueError: the network's input kind does not fit the data (e.g. a U-Net on 2-D points).
+    """
+    kind = cfg.model.input
+    if kind == "vector" and len(data_shape) != 1:
+        raise ValueError(f"model.input is 'vector' (an MLP for points of shape (d,)) but the data "
+                         f"have shape {data_shape}; use model=unet for images")
+    if kind == "image" and len(data_shape) != 3:
+        raise ValueError(f"model.input is 'image' (a U-Net for (C, H, W) images) but the data "
+                         f"have shape {data_shape}; use model=mlp for points")
+    size = {"dim": data_shape[0]} if kind == "vector" else {"in_channels": data_shape[0]}
+    net = _instantiate(cfg.model.net, "model.net", **size)
+    return models.ScoreModel(net, sde, prediction=cfg.model.prediction)
+
+
+def build_solver(cfg: DictConfig) -> Callable[..., Any]:
+    """The partial sampler of `cfg.solver`: call it as solver(sde, score_fn, x_T, generator=...)."""
+    solver = _instantiate(cfg.solver, "solver")
+    if not callable(solver):
+        raise ValueError("solver must be built with `_partial_: true` into a callable, got "
+                         f"{type(solver).__name__}")
+    return solver
+
+
+@dataclass
+class TrainedRun:
+    """A trained run rebuilt from its folder.
+
+    Attributes:
+        cfg: the run's resolved training config.
+        sde: its SDE.
+        model: the score model with the checkpoint's weights (the EMA weights if asked), eval mode.
+        checkpoint: the checkpoint file loaded.
+        step: the training step of that checkpoint.
+    """
+
+    cfg: DictConfig
+    sde: SDE
+    model: models.ScoreModel
+    checkpoint: Path
+    step: int
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, ema: bool = True,
+             device: str | torch.device = "cpu") -> TrainedRun:
+    """Rebuild the SDE and model of a trained run from `<run_dir>/config.yaml` and a checkpoint.
+
+    Raises:
+        ValueError: the folder is not a run folder or holds no checkpoint.
+        CheckpointError: the checkpoint cannot be read.
+    """
+    run_dir = Path(run_dir).expanduser()
+    cfg_file = run_dir / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise ValueError(f"run must be a run folder of `score-sde train` holding {CONFIG_FILE}; "
+                         f"{str(run_dir)!r} has none")
+    cfg = OmegaConf.load(cfg_file)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if path is None:
+        raise ValueError(f"run {str(run_dir)!r} holds no checkpoint in {CHECKPOINT_DIR}/ yet")
+    state = load_checkpoint(path, map_location="cpu")
+    sde = build_sde(cfg)
+    shape = tuple(state["data_shape"])
+    model = build_model(cfg, sde, shape)
+    try:
+        model.load_state_dict(state["ema"]["module"] if ema else state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model of "
+                              f"{cfg_file}: {err}") from err
+    return TrainedRun(cfg, sde, model.to(device).eval().requires_grad_(False), path,
+                      int(state["step"]))

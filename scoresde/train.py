@@ -1,0 +1,286 @@
+"""The training loop: AdamW with warmup (and cosine decay), gradient clipping, EMA, the DSM loss with
+the configured weighting, periodic evaluation, checkpoints, resume, clean stop on SIGINT / SIGTERM.
+
+Reproducibility: all training randomness comes from two generators seeded from `cfg.seed` (one for
+the batch indices, one for times and noise) plus torch's global RNG (dropout); their states are in
+every checkpoint, and the learning rate is a pure function of the step. A run resumed from a
+checkpoint therefore takes exactly the steps the uninterrupted run takes (bit for bit on CPU).
+Evaluation uses its own generator, seeded from the step, so it never shifts the training stream.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+import models
+from scoresde import plots
+from scoresde.build import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    build_data,
+    build_model,
+    build_sde,
+    build_solver,
+    resolve_device,
+)
+from scoresde.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scoresde.config import validate_train
+from scoresde.data import Dataset
+from scoresde.evaluate import evaluate
+from scoresde.metrics import MetricsLogger, read_metrics, truncate_metrics
+from sde_lib import dsm_loss
+
+# settings that may change when a run is resumed; anything else must match the saved config
+RESUMABLE = ("train.steps", "train.progress", "train.log_every", "eval.", "checkpoint.", "logger.",
+             "run", "device", "threads", "solver.")
+
+
+@dataclass
+class TrainResult:
+    """What a call to `train` did.
+
+    Attributes:
+        run_dir: the run folder.
+        step: the last step taken.
+        interrupted: stopped by SIGINT / SIGTERM before the last step (a checkpoint was saved).
+        checkpoint: the last checkpoint written.
+        metrics: the final evaluation's metrics (empty if interrupted).
+        pictures: the pictures written at the end.
+    """
+
+    run_dir: Path
+    step: int
+    interrupted: bool
+    checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    pictures: list[Path] = field(default_factory=list)
+
+
+def learning_rate(step: int, *, lr: float, warmup: int, steps: int, cosine: bool) -> float:
+    """Linear warmup over `warmup` steps, then constant or cosine decay to 0 at `steps`."""
+    scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if cosine:
+        scale *= 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+    return lr * scale
+
+
+def dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform dequantization of 8-bit levels k in [-1, 1]: x = (k + u) / 256 * 2 - 1, u ~ U[0, 1)."""
+    k = torch.round((x + 1) * 127.5)
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return (k + u) / 128.0 - 1.0
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM while training; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint after this step "
+                   "(press Ctrl-C again to abort without saving)")
+
+
+@contextmanager
+def _catch_signals(flag: _StopFlag):
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in old:
+            signal.signal(s, flag)
+    except ValueError:  # not the main thread: leave the handlers alone
+        old = {}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(cfg, dict):
+        out = {}
+        for k, v in cfg.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: cfg}
+
+
+def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
+    """Raise a ValueError listing the settings in which `new` differs from a run's saved config."""
+    a, b = _flat(saved), _flat(new)
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)
+                  and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE))
+    if diff:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
+        raise ValueError(f"cannot resume {str(run_dir)!r}: the config differs from the saved one in "
+                         f"{shown}; repeat the original overrides (see {run_dir / CONFIG_FILE})")
+
+
+def _rng_states(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    states = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor], gens: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(states["torch"])
+    for k, g in gens.items():
+        g.set_state(states[k])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def train(cfg: DictConfig, run_dir: str | Path, *,
+          callback: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train (or resume) the run of a composed train config in `run_dir`.
+
+    Args:
+        cfg: a config composed from `conf/train.yaml` (hydra), validated here.
+        run_dir: the run folder; if it holds checkpoints, training resumes from the latest.
+        callback: called as callback(step, loss) after every step (tests, notebooks).
+
+    Returns:
+        A TrainResult. A stop by SIGINT / SIGTERM saves a checkpoint and returns interrupted=True.
+
+    Raises:
+        ValueError: a bad setting, or a resume with a different config.
+        FloatingPointError: the loss became NaN or infinite.
+        CheckpointError: the latest checkpoint cannot be read.
+    """
+    validate_train(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir, pic_dir = run_dir / CHECKPOINT_DIR, run_dir / "pictures"
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    cfg_dict["run"] = str(run_dir)
+    t, ev = cfg.train, cfg.eval
+    device = resolve_device(cfg.device)
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data: Dataset = build_data(cfg)
+    sde = build_sde(cfg)
+    model = build_model(cfg, sde, data.shape).to(device)
+    solver = build_solver(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ema = models.EMA(model, t.ema_decay, warmup=True)
+    gens = {"data": torch.Generator().manual_seed(cfg.seed + 1),
+            "noise": torch.Generator(device).manual_seed(cfg.seed + 2)}
+    step = 0
+
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = load_checkpoint(last, map_location=device)
+        check_resumable(state["config"], cfg_dict, run_dir)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_states(state["rng"], gens)
+        step = int(state["step"])
+        truncate_metrics(run_dir, step)
+        print(f"resuming {run_dir} from {last.name} (step {step} of {t.steps})")
+    OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
+
+    def checkpoint() -> Path:
+        state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                 "optimizer": opt.state_dict(), "rng": _rng_states(gens), "config": cfg_dict,
+                 "data_shape": list(data.shape)}
+        return save_checkpoint(state, ckpt_dir, step, keep=cfg.checkpoint.keep)
+
+    def run_eval(tag: str) -> tuple[dict[str, float], list[Path]]:
+        gen = torch.Generator(device).manual_seed(cfg.seed + 10_000 + step)
+        metrics, pics = evaluate(sde, ema.module, solver, data, settings=ev, out_dir=pic_dir,
+                                 tag=tag, generator=gen, device=device)
+        logger.log("eval", step, **metrics)
+        for p in pics:
+            logger.log_image(f"eval/{p.stem.rsplit('_', 1)[0]}", p, step)
+        return metrics, pics
+
+    logger = MetricsLogger(run_dir, backend=cfg.logger.backend, mode=cfg.logger.mode,
+                           project=cfg.logger.project, entity=cfg.logger.entity,
+                           name=cfg.get("name"), config=cfg_dict)
+    train_x = data.train.to(device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and device.type == "cuda" \
+        else nullcontext()
+    flag = _StopFlag()
+    saved: Path | None = last
+    window: list[float] = []
+    bar = tqdm(total=t.steps, initial=step, disable=not t.progress, dynamic_ncols=True,
+               desc=f"train {data.name}", unit="step")
+    tick = time.perf_counter()
+    try:
+        with _catch_signals(flag):
+            while step < t.steps:
+                model.train()
+                lr = learning_rate(step, lr=t.lr, warmup=t.warmup, steps=t.steps,
+                                   cosine=t.cosine_decay)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                idx = torch.randint(train_x.shape[0], (t.batch_size,), generator=gens["data"])
+                x0 = train_x[idx.to(device)]
+                if data.quantized:
+                    x0 = dequantize(x0, gens["noise"])
+                with amp:
+                    loss = dsm_loss(model, sde, x0, weighting=t.weighting, t_eps=t.t_eps,
+                                    importance_sampling=t.importance_sampling,
+                                    generator=gens["noise"])
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"the training loss is {value} at step {step + 1} (lr {lr:.3g}); lower "
+                        f"train.lr, keep train.grad_clip > 0, or resume from the last checkpoint "
+                        f"in {ckpt_dir}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
+                             if t.grad_clip > 0 else float("nan"))
+                opt.step()
+                ema.update(model)
+                step += 1
+                window.append(value)
+                bar.update(1)
+                if step % t.log_every == 0 or step == t.steps:
+                    now = time.perf_counter()
+                    mean = sum(window) / len(window)
+                    logger.log("train", step, loss=mean, lr=lr, grad_norm=grad_norm,
+                               steps_per_s=len(window) / max(now - tick, 1e-9))
+                    bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
+                    window, tick = [], now
+                if callback is not None:
+                    callback(step, value)
+                if flag.signum is not None:
+                    saved = checkpoint()
+                    bar.close()
+                    print(f"stopped by {signal.Signals(flag.signum).name} at step {step}; saved "
+                          f"{saved}. Run the same command with run={run_dir} to resume.")
+                    return TrainResult(run_dir, step, True, saved)
+                if step % cfg.checkpoint.every == 0 or step == t.steps:
+                    saved = checkpoint()
+                if ev.every and step % ev.every == 0 and step < t.steps:
+                    run_eval(f"step{step:08d}")
+        bar.close()
+        metrics, pics = run_eval("final")
+        records = read_metrics(run_dir, "train")
+        pics.append(plots.loss_curve([r["step"] for r in records], [r["loss"] for r in records],
+                                     pic_dir / "loss.png"))
+        return TrainResult(run_dir, step, False, saved, metrics, pics)
+    finally:
+        bar.close()
+        logger.close()
