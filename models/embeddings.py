@@ -94,7 +94,7 @@ class LabelEmbedding(nn.Module):
     def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Embed labels: y (B,) integer in [0, num_classes] or None (all null) -> (B, dim)."""
         if y is None:
-            y = torch.full((batch,), self.null_label, dtype=torch.long, device=device)
+            return self.table.weight[self.null_label].expand(batch, -1)
         if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.shape != (
                 batch,):
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
