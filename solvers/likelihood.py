@@ -97,12 +97,12 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def _check_t_eps(sde: SDE, t_eps: float) -> None:
+def check_t_eps(sde: SDE, t_eps: float) -> None:
     if not (isinstance(t_eps, (int, float)) and 0 <= t_eps < sde.T):
         raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
 
 
-def _prior_logp(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
+def prior_log_prob(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
     logp = (sde.prior_logp if prior_logp is None else prior_logp)(z)
     if not isinstance(logp, Tensor) or logp.shape != (z.shape[0],):
         raise ValueError(f"prior_logp must map z of shape {tuple(z.shape)} to ({z.shape[0]},), "
@@ -203,7 +203,7 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             the step and suggests looser tolerances), or score_fn returned non-finite values.
     """
     check_batch(x)
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if divergence == "exact" and probes != 1:
@@ -241,7 +241,7 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                 raise _solve_error(flow, err, b, rtol, atol, max_steps) from None
             raise
         z, delta = xs[-1], deltas[-1]
-        nlls = -(_prior_logp(prior_logp, sde, z)[:, None] + delta)  # (B, P)
+        nlls = -(prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
         stderr = nlls.std(1) / math.sqrt(nlls.shape[1]) if nlls.shape[1] > 1 else None
         return LikelihoodResult(nll=nlls.mean(1), z=z, nfe=flow.nfe, stderr=stderr)
 
@@ -313,3 +313,4 @@ def bits_per_dim(sde: SDE, score_fn: ScoreFn, x: Tensor, *, dequant_draws: int =
     else:
         stderr = None if res.stderr is None else res.stderr / (n * math.log(2))
     return BitsPerDimResult(bpd=bpd.mean(0), nll=nll.mean(0), nfe=res.nfe, stderr=stderr)
+
