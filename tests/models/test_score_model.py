@@ -28,6 +28,15 @@ def oracle(gm, sde, x, t):
     return {"score": score, "eps": eps, "x0": x0, "v": a * eps - s * x0}
 
 
+class FunctionNet(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, t):
+        return self.fn(x, t)
+
+
 class OracleNet(nn.Module):
     """A "network" that outputs the exact quantity of one kind, and records the t it is given."""
 
@@ -49,9 +58,9 @@ def test_exact_network_gives_the_exact_score(prediction, name, event_shape):
     sde, gm = SDES[name], mixture(event_shape)
     gen = torch.Generator().manual_seed(4)
     t = 0.01 + (sde.T - 0.01) * torch.rand(16, generator=gen, dtype=D64)
-    x = gm.sample(16, generator=gen) * sde.alpha(t).reshape(-1, *[1] * len(event_shape)) \
-        + sde.sigma(t).reshape(-1, *[1] * len(event_shape)) * torch.randn(
-            (16, *event_shape), generator=gen, dtype=D64)
+    ones = [1] * len(event_shape)
+    x = sde.alpha(t).reshape(-1, *ones) * gm.sample(16, generator=gen) \
+        + sde.sigma(t).reshape(-1, *ones) * torch.randn((16, *event_shape), generator=gen, dtype=D64)
     net = OracleNet(gm, sde, prediction)
     model = ScoreModel(net, sde, prediction=prediction)
     want = oracle(gm, sde, x, t)
@@ -108,15 +117,8 @@ def test_validation():
     with pytest.raises(ValueError, match="sde must be an sde_lib.SDE"):
         ScoreModel(net, "vp")
     with pytest.raises(ValueError, match=r"net must return the shape of x \(3, 2\)"):
-        ScoreModel(lambda_net(lambda x, t: x[:, :1]), sde)(torch.zeros(3, 2), 0.5)
+        ScoreModel(FunctionNet(lambda x, t: x[:, :1]), sde)(torch.zeros(3, 2), 0.5)
     with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
         ScoreModel(net, sde)(torch.zeros(3, 2), 1.5)
     with pytest.raises(ValueError, match=r"x must have shape \(B, dim\) = \(B, 2\)"):
         ScoreModel(net, sde)(torch.zeros(3, 5), 0.5)
-
-
-def lambda_net(fn):
-    class Net(nn.Module):
-        def forward(self, x, t):
-            return fn(x, t)
-    return Net()
