@@ -10,7 +10,7 @@ import torch
 from scipy.integrate import quad
 
 from sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
-from solvers.likelihood_bound import nll_bound
+from solvers.likelihood import nll_bound
 
 D64 = torch.float64
 T_EPS = 1e-5
