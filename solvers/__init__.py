@@ -11,6 +11,7 @@ decreasing `ts`, eta, method, ...) are keywords with defaults, so hydra can buil
 
 from solvers import grids
 from solvers.ddim import ddim, ddpm_ancestral
+from solvers.likelihood import bits_per_dim, log_likelihood, nll_bound
 from solvers.ode import probability_flow
 from solvers.result import CountingScore, SampleResult
 from solvers.sde_samplers import euler_maruyama, langevin_step, predictor_corrector
@@ -20,4 +21,5 @@ __all__ = [
     "SampleResult", "CountingScore", "grids",
     "euler_maruyama", "predictor_corrector", "langevin_step", "probability_flow", "ddim",
     "ddpm_ancestral", "torchsde_reverse",
+    "log_likelihood", "bits_per_dim", "nll_bound",
 ]
