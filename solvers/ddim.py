@@ -11,9 +11,8 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers import grids
-from solvers.result import Callback, ScoreFn, SampleResult, check_x_T
-from solvers.stepping import (GridCoefficients, ancestral_coefficients, ddim_coefficients,
-                              run_linear_steps)
+from solvers.result import Callback, SampleResult, ScoreFn, check_x_T
+from solvers.stepping import GridCoefficients, ancestral_coefficients, ddim_coefficients, run_linear_steps
 
 
 def _check_linear(sde: SDE) -> None:

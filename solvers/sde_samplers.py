@@ -12,11 +12,16 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers import grids
-from solvers.result import (Callback, CountingScore, SampleResult, ScoreFn, Trajectory,
-                            check_x_T, randn_like)
-from solvers.stepping import (GridCoefficients, LinearSteps, ancestral_coefficients,
-                              em_coefficients, reverse_diffusion_coefficients, run_linear_steps,
-                              tweedie)
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, check_x_T, randn_like
+from solvers.stepping import (
+    GridCoefficients,
+    LinearSteps,
+    ancestral_coefficients,
+    em_coefficients,
+    reverse_diffusion_coefficients,
+    run_linear_steps,
+    tweedie,
+)
 
 PREDICTORS = {
     "euler_maruyama": em_coefficients,

@@ -62,7 +62,7 @@ class SeededBrownianInterval(torchsde.BrownianInterval):
 
     def __init__(self, t0: float, t1: float, size: tuple[int, ...], *, entropy: int,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 tol: float = 1e-8, levy_area_approximation: str = "none"):
+                 tol: float = 1e-7, levy_area_approximation: str = "none"):
         super().__init__(t0=t0, t1=t1, size=size, dtype=dtype, device=device, entropy=entropy,
                          tol=tol, halfway_tree=True,
                          levy_area_approximation=levy_area_approximation)
@@ -74,19 +74,19 @@ class SeededBrownianInterval(torchsde.BrownianInterval):
         return super().__call__(ta, tb, return_U=return_U, return_A=return_A)
 
 
-def brownian_interval(sde: SDE, x_T: Tensor, t_end: float, *, entropy: int,
-                      method: str) -> SeededBrownianInterval:
+def brownian_interval(sde: SDE, x_T: Tensor, t_end: float, *, entropy: int, method: str,
+                      tol: float = 1e-7) -> SeededBrownianInterval:
     """The Brownian motion of the reverse SDE on s in [-T, -t_end], of x_T's flattened shape."""
     return SeededBrownianInterval(
         -sde.T, -t_end, (x_T.shape[0], x_T[0].numel()), entropy=entropy, dtype=x_T.dtype,
-        device=x_T.device, levy_area_approximation="space-time" if method == "srk" else "none")
+        device=x_T.device, tol=tol, levy_area_approximation="space-time" if method == "srk" else "none")
 
 
 @torch.no_grad()
 def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = "euler",
                      steps: int = 1000, dt: float | None = None, t_eps: float = 1e-3,
                      ts: Tensor | None = None, adaptive: bool = False, rtol: float = 1e-5,
-                     atol: float = 1e-4, entropy: int | None = None,
+                     atol: float = 1e-4, entropy: int | None = None, brownian_tol: float = 1e-7,
                      bm: torchsde.BrownianInterval | None = None,
                      generator: torch.Generator | None = None, callback: Callback | None = None,
                      return_trajectory: bool = False) -> SampleResult:
@@ -100,11 +100,13 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
         steps: fixed step size (ts[0] - ts[-1]) / steps, unless dt is given.
         dt: the (initial, if adaptive) step size in t (> 0).
         t_eps: end time when ts is not given.
-        ts: decreasing output times in [0, T] (default [T, t_eps]); torchsde steps by dt between.
+        ts: decreasing output times in [0, T] (default [T, t_eps]); torchsde steps by dt from
+            ts[0] and reports the intermediate output times by linear interpolation.
         adaptive: adaptive stepping with rtol, atol (torchsde's error control).
         rtol, atol: tolerances of adaptive stepping.
         entropy: the seed of the Brownian path; by default drawn from `generator`. One entropy
             gives one path, whatever the step count.
+        brownian_tol: the time resolution of the seeded Brownian path (smaller is slower).
         bm: a ready torchsde Brownian motion on [-ts[0], -ts[-1]] of size (B, prod D); overrides
             entropy.
         generator: draws the entropy when neither entropy nor bm is given.
@@ -129,13 +131,14 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
     span = ts[0].item() - ts[-1].item()
     if dt is None:
         grids.uniform(sde, steps)  # validates steps
-        dt = span / steps
+        dt = span / steps * (1 + 1e-9)  # exactly `steps` steps despite rounding in t + k dt
     elif isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
         raise ValueError(f"dt must be a number > 0, got {dt!r}")
     if bm is None:
         if entropy is None:
             entropy = int(torch.randint(2**62, (), generator=generator).item())
-        bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, method=method)
+        bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, method=method,
+                               tol=brownian_tol)
     drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
     s = (-ts).to(device=x_T.device, dtype=x_T.dtype)
     ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,
