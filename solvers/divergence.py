@@ -107,5 +107,8 @@ def hutchinson_divergence(fn: Field, x: Tensor, probes: Tensor) -> tuple[Tensor,
         raise ValueError(f"probes must have shape (P, *x.shape) = (P, {', '.join(map(str, x.shape))})"
                          f", got {tuple(probes.shape)}")
     value, vjp_fn = _vjp(fn, x)
-    vjps = torch.func.vmap(lambda v: vjp_fn(v)[0])(probes)
+    if len(probes) == 1:  # one probe: a plain vector-Jacobian product, no vmap needed
+        vjps = vjp_fn(probes[0])[0][None]
+    else:
+        vjps = torch.func.vmap(lambda v: vjp_fn(v)[0])(probes)
     return value.detach(), (vjps * probes).flatten(2).sum(-1).detach()

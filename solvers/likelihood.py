@@ -120,12 +120,13 @@ class _AugmentedFlow:
                  probes: Tensor | None, chunk_size: int | None):
         self.sde, self.score_fn, self.probes, self.chunk_size = sde, score_fn, probes, chunk_size
         self.t_lo, self.dtype, self.n = t_eps, x.dtype, x[0].numel()
-        self.nfe, self.t_last, self.worst = 0, t_eps, (0, float("nan"))
+        self.nfe, self.t_last = 0, t_eps
+        self.worst: tuple[Tensor | int, Tensor | float] = (0, float("nan"))
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x = state[0]
         t = t.to(self.dtype).clamp(self.t_lo, self.sde.T)  # the solver's float64 t may pass T by an ulp
-        self.nfe, self.t_last = self.nfe + 1, t.item()
+        self.nfe, self.t_last = self.nfe + 1, t
         t_b = t.expand(x.shape[0])
 
         def score_at(y: Tensor) -> Tensor:
@@ -137,12 +138,12 @@ class _AugmentedFlow:
         else:
             score, div_s = hutchinson_divergence(score_at, x, self.probes)
             div_s = div_s.T
-        bad = (~torch.isfinite(score.flatten(1))).any(1).nonzero().flatten()
-        if len(bad):
+        if not bool(torch.isfinite(score).all()):
+            bad = (~torch.isfinite(score.flatten(1))).any(1).nonzero().flatten()
             raise RuntimeError(f"score_fn returned non-finite values at t = {t.item():.6g} for "
                                f"samples {bad[:10].tolist()} (of {x.shape[0]})")
         f, g2 = self.sde.drift_coef(t), self.sde.diffusion(t) ** 2
-        velocity = self.sde.probability_flow_drift(x, t_b, score)
+        velocity = f * x - 0.5 * g2 * score  # sde.probability_flow_drift, t a scalar here
         return velocity, f * self.n - 0.5 * g2 * div_s
 
     def norm(self, scaled_error: tuple[Tensor, Tensor]) -> Tensor:
@@ -150,17 +151,17 @@ class _AugmentedFlow:
         ex, ed = scaled_error
         per_sample = torch.maximum(ex.flatten(1).pow(2).mean(1).sqrt(), ed.pow(2).mean(1).sqrt())
         ratio, worst = per_sample.max(0)
-        self.worst = (int(worst), float(ratio))
+        self.worst = (worst, ratio)  # tensors: read only when a solve fails, no sync per step
         return ratio
 
 
 def _solve_error(flow: _AugmentedFlow, err: AssertionError, b: int, rtol: float, atol: float,
                  max_steps: int) -> RuntimeError:
-    sample, ratio = flow.worst
+    sample, ratio = int(flow.worst[0]), float(flow.worst[1])
     why = ("hit max_steps = " + str(max_steps) if "max_num_steps" in str(err)
            else "shrank its step below float resolution")
     return RuntimeError(
-        f"the probability-flow ODE solve {why} near t = {flow.t_last:.6g}; sample {sample} "
+        f"the probability-flow ODE solve {why} near t = {float(flow.t_last):.6g}; sample {sample} "
         f"(of {b}) needed the smallest steps (error ratio {ratio:.3g}). Loosen the tolerances "
         f"(rtol = {rtol}, atol = {atol}, e.g. 10x), raise max_steps, or check the score of that "
         "sample near this t")
