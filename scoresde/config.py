@@ -137,6 +137,20 @@ def register_configs() -> None:
     cs.store(name="likelihood_schema", node=LikelihoodConfig)
 
 
+def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = ()
+            ) -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with overrides, as the CLI does, without running it.
+
+    For tests and notebooks: `train(compose("train", ["data=checkerboard"]), run_dir)`.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ValueError(f"{key} must be {expected}, got {value!r}")

@@ -1,0 +1,84 @@
+"""The `score-sde` entry point end to end: train a few steps into a temporary folder (wandb off),
+then sample and compute the likelihood from that folder; bad overrides fail fast and clearly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import TINY
+
+from scoresde.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("train", "sample", "likelihood"))
+
+
+def test_train_sample_likelihood(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", f"run={run}", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert f"run folder: {run}" in out and "test NLL:" in out and "true entropy:" in out
+    # the run folder: resolved config, last K checkpoints, metrics, pictures
+    assert (run / "config.yaml").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "ckpt_00000004.pt", "ckpt_00000006.pt"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    final = [r for r in records if r["kind"] == "eval"][-1]
+    assert math.isfinite(final["test_nll"]) and final["nll_points"] == 8
+    for name in ("samples_final.png", "paths_final.png", "loss.png"):
+        assert (run / "pictures" / name).read_bytes()[:8] == PNG
+    assert "pictures:" in out and str(run / "pictures" / "loss.png") in out
+
+    assert main(["sample", f"run={run}", "n=10", "solver=ddim", "solver.steps=4"]) == 0
+    pts = list((run / "samples").glob("ddim_*.pt"))
+    assert len(pts) == 1
+    x = torch.load(pts[0], weights_only=True)
+    assert x.shape == (10, 2) and bool(torch.isfinite(x).all())
+    assert pts[0].with_suffix(".png").read_bytes()[:8] == PNG
+
+    assert main(["likelihood", f"run={run}", "data.n=8", "rtol=1e-3", "atol=1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "NLL:" in out and "true entropy:" in out
+    lk = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert lk["kind"] == "likelihood" and lk["n"] == 8 and math.isfinite(lk["nll"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sde=foo"], "Could not find 'sde/foo'"),
+    (["train.lr=-0.001"], "train.lr must be > 0, got -0.001"),
+    (["model=unet"], "model.input is 'image'"),
+    (["train.lrr=0.1"], "lrr"),
+])
+def test_bad_overrides_fail_fast(tmp_path, capsys, overrides, message):
+    run = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("model.net")]
+    code = main(["train", f"run={run}", *tiny, *overrides])
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert not list(run.glob("checkpoints/*.pt"))  # failed before training
+
+
+def test_sample_needs_a_run_folder(tmp_path, capsys):
+    assert main(["sample", f"run={tmp_path}"]) == 2
+    assert "run must be a run folder" in capsys.readouterr().err
+
+
+def test_multirun_sweeps_sdes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = [o for o in TINY if not o.startswith("train.steps")] + [
+        "train.steps=2", "eval.nll_points=0", "eval.paths=false", f"hydra.sweep.dir={tmp_path}/m"]
+    assert main(["train", "-m", "sde=vp,ve", *tiny]) == 0
+    runs = sorted(p.name for p in (tmp_path / "m").iterdir() if p.is_dir())
+    assert runs == ["0", "1"]
+    for r, target in zip(runs, ("sde_lib.VPSDE", "sde_lib.VESDE")):
+        assert (tmp_path / "m" / r / "checkpoints" / "ckpt_00000002.pt").is_file()
+        assert f"_target_: {target}" in (tmp_path / "m" / r / "config.yaml").read_text()

@@ -1,0 +1,118 @@
+"""Checkpoints: an interrupted and resumed run ends with the uninterrupted run's weights exactly;
+a corrupt or truncated checkpoint gives a clear error and leaves the previous one intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from conftest import TINY
+
+from scoresde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from scoresde.cli import main
+from scoresde.config import compose
+from scoresde.train import train
+
+FAST = TINY + ["eval.nll_points=0", "eval.paths=false"]
+
+
+def _final(run):
+    return load_checkpoint(run / "checkpoints" / "ckpt_00000006.pt")
+
+
+def _losses(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x)["loss"] for x in lines if json.loads(x)["kind"] == "train"]
+
+
+def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", f"run={a}", *FAST]) == 0
+
+    def interrupt(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, caught by the loop
+
+    res = train(compose("train", [f"run={b}", *FAST]), b, callback=interrupt)
+    assert res.interrupted and res.step == 3
+    assert "stopped by SIGINT at step 3" in capsys.readouterr().out
+    assert load_checkpoint(b / "checkpoints" / "ckpt_00000003.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    assert main(["train", f"run={b}", *FAST]) == 0  # the same command resumes
+    assert "resuming" in capsys.readouterr().out
+    sa, sb = _final(a), _final(b)
+    for key in ("model",):
+        assert sa[key].keys() == sb[key].keys()
+        for k in sa[key]:
+            assert torch.equal(sa[key][k], sb[key][k]), k
+    for k in sa["ema"]["module"]:
+        assert torch.equal(sa["ema"]["module"][k], sb["ema"]["module"][k]), k
+    assert _losses(a) == _losses(b)  # the same loss curve, step for step
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    over = [o for o in FAST if not o.startswith("train.steps")]
+    assert main(["train", f"run={run}", *over, "train.steps=2"]) == 0
+    assert main(["train", f"run={run}", *over, "train.steps=4", "sde=ve"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "sde._target_" in err
+    assert main(["train", f"run={run}", *over, "train.steps=4"]) == 0  # more steps: fine
+    assert load_checkpoint(run / "checkpoints" / "ckpt_00000004.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_latest_checkpoint(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    assert main(["train", f"run={run}", *FAST]) == 0
+    prev, last = run / "checkpoints" / "ckpt_00000004.pt", run / "checkpoints" / "ckpt_00000006.pt"
+    blob = last.read_bytes()
+    last.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else b"not a checkpoint")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(last)
+    assert str(last) in str(err.value) and str(prev) in str(err.value)
+    over = [o for o in FAST if not o.startswith("train.steps")] + ["train.steps=8"]
+    assert main(["train", f"run={run}", *over]) == 2
+    msg = capsys.readouterr().err
+    assert f"cannot read checkpoint '{last}'" in msg and "previous checkpoint" in msg
+    assert load_checkpoint(prev)["step"] == 4  # the previous one is intact
+
+
+def test_save_is_atomic_and_keeps_last_k(tmp_path, monkeypatch):
+    for step in (1, 2, 3):
+        save_checkpoint({"step": step, "model": {"w": torch.ones(2) * step}}, tmp_path, step,
+                        keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_00000002.pt", "ckpt_00000003.pt"]
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"step": 4, "model": {}}, tmp_path, 4, keep=2)
+    # a failed write leaves no partial file and deletes nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_00000002.pt", "ckpt_00000003.pt"]
+
+
+class Evil:
+    """Any class: unpickling it would run import machinery of arbitrary code."""
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    path = tmp_path / "ckpt_00000001.pt"
+    torch.save({"step": 1, "model": {}, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys, monkeypatch):
+    import scoresde.train as tr
+
+    monkeypatch.setattr(tr, "dsm_loss", lambda *a, **k: torch.tensor(float("nan"),
+                                                                     requires_grad=True))
+    assert main(["train", f"run={tmp_path / 'run'}", *FAST]) == 2
+    assert "the training loss is nan at step 1" in capsys.readouterr().err
