@@ -64,8 +64,9 @@ class CosineSchedule:
         return math.pi / (1 + self.s) * torch.tan(self._phi(t))
 
     def integral(self, t: Tensor) -> Tensor:
-        """B(t) = -2 log(cos(phi(t)) / cos(phi(0)))."""
-        return -2 * (torch.log(torch.cos(self._phi(t))) - self._log_cos_phi0)
+        """B(t) = -2 log(cos(phi(t)) / cos(phi(0))), clamped at 0 (rounding gives -3e-20 at t = 0,
+        and sigma(0) = sqrt(-expm1(-B)) would be nan)."""
+        return (-2 * (torch.log(torch.cos(self._phi(t))) - self._log_cos_phi0)).clamp(min=0)
 
     def inverse_integral(self, b: Tensor) -> Tensor:
         phi = torch.arccos(torch.exp(self._log_cos_phi0 - b / 2))
