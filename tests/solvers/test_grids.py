@@ -1,0 +1,102 @@
+"""Time grids: their ends, their spacing in the variable they promise, and DDPM sub-sequences that
+are exactly diffusers' DDIM timesteps."""
+
+import pytest
+import torch
+from solver_oracles import make_sdes
+
+from sde_lib import VPSDE
+from solvers import grids
+
+SDES = make_sdes()
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("make", [grids.uniform, grids.quadratic, grids.log_snr_uniform])
+def test_grids_run_from_T_to_t_eps_strictly_decreasing(make, sde_name):
+    sde = SDES[sde_name]
+    ts = make(sde, 37, t_eps=2e-3)
+    assert ts.dtype == torch.float64 and ts.shape == (38,)
+    assert ts[0].item() == sde.T and ts[-1].item() == 2e-3
+    assert bool((ts[1:] < ts[:-1]).all())
+
+
+def test_uniform_and_quadratic_spacing():
+    sde = VPSDE()
+    assert torch.allclose(torch.diff(grids.uniform(sde, 10, t_eps=0.0)),
+                          torch.full((10,), -0.1, dtype=torch.float64), atol=1e-15)
+    ts = grids.quadratic(sde, 4, t_eps=0.0)  # (i / 4)^2, i = 4..0
+    assert torch.allclose(ts, torch.tensor([1, 9 / 16, 1 / 4, 1 / 16, 0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_log_snr_grid_is_uniform_in_log_snr(sde_name):
+    sde = SDES[sde_name]
+    lam = sde.log_snr(grids.log_snr_uniform(sde, 20, t_eps=1e-3))
+    steps = torch.diff(lam)
+    assert bool((steps > 0).all())
+    assert torch.allclose(steps, steps.mean().expand(20), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("steps", [1, 10, 50, 999, 1000])
+def test_ddpm_subsequence_is_diffusers_ddim_timesteps(spacing, steps):
+    """DDPM step k (diffusers' timestep k - 1) sits at t = k T / N; the grid ends at t = 0."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    sched.set_timesteps(steps)
+    sde = VPSDE()
+    ts = grids.ddpm_subsequence(sde, steps, num_train_steps=1000, spacing=spacing)
+    expected = (sched.timesteps.to(torch.float64) + 1) * sde.T / 1000
+    assert ts[-1].item() == 0.0 and torch.allclose(ts[:-1], expected, rtol=0, atol=1e-12)
+
+
+def test_full_ddpm_grid():
+    ts = grids.ddpm_subsequence(VPSDE(), 4, num_train_steps=4)
+    assert ts.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_check_grid_accepts_a_valid_grid_and_copies_it():
+    sde = VPSDE()
+    ts = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float32)
+    out = grids.check_grid(sde, ts)
+    assert out.dtype == torch.float64 and out.tolist() == [1.0, 0.5, 0.0]
+    out[0] = 0.7
+    assert ts[0].item() == 1.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([1.0]), "at least 2"),
+    (torch.tensor([[1.0, 0.5]]), "1-D"),
+    (torch.tensor([0.5, 1.0]), "strictly decreasing"),
+    (torch.tensor([1.0, 0.5, 0.5]), "strictly decreasing"),
+    (torch.tensor([1.5, 0.5]), r"\[0, T\]"),
+    (torch.tensor([1.0, -0.1]), r"\[0, T\]"),
+    (torch.tensor([1.0, float("nan")]), "finite"),
+])
+def test_check_grid_rejects_bad_grids(bad, match):
+    with pytest.raises(ValueError, match=match):
+        grids.check_grid(VPSDE(), bad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps"), (dict(steps=2.0), "steps"), (dict(steps=True), "steps"),
+    (dict(steps=5, t_eps=1.0), "t_eps"), (dict(steps=5, t_eps=-1e-3), "t_eps"),
+])
+def test_grid_functions_reject_bad_settings(kwargs, match):
+    for make in (grids.uniform, grids.quadratic, grids.log_snr_uniform):
+        with pytest.raises(ValueError, match=match):
+            make(VPSDE(), **kwargs)
+
+
+def test_ddpm_subsequence_rejects_bad_settings():
+    with pytest.raises(ValueError, match="steps"):
+        grids.ddpm_subsequence(VPSDE(), 11, num_train_steps=10)
+    with pytest.raises(ValueError, match="spacing"):
+        grids.ddpm_subsequence(VPSDE(), 5, spacing="karras")
+
+
+def test_log_snr_grid_needs_a_finite_log_snr():
+    with pytest.raises(ValueError, match="finite log-SNR"):
+        grids.log_snr_uniform(VPSDE(), 5, t_eps=0.0)
