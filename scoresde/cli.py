@@ -50,12 +50,17 @@ def _train(cfg: DictConfig) -> None:
     m = res.metrics
     print(f"\nrun folder: {res.run_dir}")
     print(f"checkpoint: {res.checkpoint}")
+    print(f"time: {m['train_seconds']:.0f} s training, {m['eval_seconds']:.0f} s sampling, "
+          "NLL and pictures")
     if "test_nll" in m:
         line = (f"test NLL: {m['test_nll']:.4f} +- {m['test_nll_stderr']:.4f} nats "
                 f"({m['nll_points']} points, {m['nll_nfe']} NFE)")
         if "test_bpd" in m:
             line += f"; {m['test_bpd']:.4f} +- {m['test_bpd_stderr']:.4f} bits/dim"
         print(line)
+    if "gmm_bpd" in m:
+        print(f"baseline, sklearn GaussianMixture({m['gmm_components']}, full covariance) on the "
+              f"same dequantized data: {m['gmm_bpd']:.4f} +- {m['gmm_bpd_stderr']:.4f} bits/dim")
     if "entropy" in m:
         gap = m["test_nll"] - m["entropy"] if "test_nll" in m else float("nan")
         print(f"true entropy: {m['entropy']:.4f} +- {m['entropy_stderr']:.4f} nats "

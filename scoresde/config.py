@@ -59,6 +59,7 @@ class EvalSettings:
     atol: float = 1e-5
     dequant_draws: int = 1
     paths: bool = True  # picture of reverse-SDE and PF-ODE paths (2-D data)
+    gmm_baseline: bool = False  # images: also report sklearn's GaussianMixture bits/dim
 
 
 @dataclass

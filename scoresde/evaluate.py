@@ -20,7 +20,6 @@ import solvers
 from scoresde import plots
 from scoresde.data import Dataset
 from sde_lib import SDE
-from solvers.likelihood import bits_per_dim, log_likelihood
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -87,11 +86,11 @@ def test_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, generat
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
         if quantized:
-            res = bits_per_dim(sde, score_fn, xb, dequant_draws=dequant_draws, **kw)
+            res = solvers.bits_per_dim(sde, score_fn, xb, dequant_draws=dequant_draws, **kw)
             bpds.append(res.bpd.detach().cpu())
             nlls.append(res.nll.detach().cpu())
         else:
-            res = log_likelihood(sde, score_fn, xb, **kw)
+            res = solvers.log_likelihood(sde, score_fn, xb, **kw)
             nlls.append(res.nll.detach().cpu())
         nfe += int(res.nfe)
     nll, se = _mean_stderr(torch.cat(nlls))
@@ -119,7 +118,8 @@ def paths_picture(sde: SDE, score_fn: ScoreFn, data: Dataset, path: Path, *,
     x_T = sde.prior_sample((n, *data.shape), generator=generator, device=device)
     rs = solvers.euler_maruyama(sde, score_fn, x_T, steps=steps, generator=generator,
                                 return_trajectory=True)
-    po = solvers.probability_flow(sde, score_fn, x_T, return_trajectory=True)
+    po = solvers.probability_flow(sde, score_fn, x_T, ts=solvers.grids.uniform(sde, steps),
+                                  return_trajectory=True)
     return plots.sample_paths(rs.trajectory, po.trajectory, rs.ts, po.ts, data.test, path)
 
 

@@ -98,7 +98,7 @@ def loss_curve(steps: list[int], losses: list[float], path: str | Path) -> Path:
 
 
 def sample_paths(sde_path: Tensor, ode_path: Tensor, ts_sde: Tensor, ts_ode: Tensor,
-                 data: Tensor, path: str | Path, *, n_paths: int = 40) -> Path:
+                 data: Tensor, path: str | Path, *, n_paths: int = 12) -> Path:
     """Paths from the prior to the data of the reverse SDE and of the probability-flow ODE.
 
     Args:
@@ -117,7 +117,7 @@ def sample_paths(sde_path: Tensor, ode_path: Tensor, ts_sde: Tensor, ts_ode: Ten
         p = p.detach().float().cpu().numpy()[:, :n_paths]
         tcol = torch.as_tensor(ts).float().cpu().numpy()
         for j in range(p.shape[1]):
-            ax.plot(p[:, j, 0], p[:, j, 1], lw=0.6, color="C0", alpha=0.5)
+            ax.plot(p[:, j, 0], p[:, j, 1], lw=0.7, color=f"C{j % 10}", alpha=0.6)
         ax.scatter(p[0, :, 0], p[0, :, 1], s=6, color="C1", label=f"start, t = {tcol[0]:.3g}")
         ax.scatter(p[-1, :, 0], p[-1, :, 1], s=6, color="C3", label=f"end, t = {tcol[-1]:.3g}")
         ax.set_xlim(lim)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import models
 from scoresde import plots
+from scoresde.baselines import gmm_bits_per_dim
 from scoresde.build import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -224,7 +225,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     window: list[float] = []
     bar = tqdm(total=t.steps, initial=step, disable=not t.progress, dynamic_ncols=True,
                desc=f"train {data.name}", unit="step")
-    tick = time.perf_counter()
+    tick = started = time.perf_counter()
     try:
         with _catch_signals(flag):
             while step < t.steps:
@@ -276,7 +277,16 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                 if ev.every and step % ev.every == 0 and step < t.steps:
                     run_eval(f"step{step:08d}")
         bar.close()
+        train_seconds = time.perf_counter() - started
         metrics, pics = run_eval("final")
+        metrics.update(train_seconds=train_seconds,
+                       eval_seconds=time.perf_counter() - started - train_seconds)
+        if ev.gmm_baseline and data.quantized:
+            base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
+            metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
+                           gmm_components=base.n_components)
+            logger.log("baseline", step, gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
+                       gmm_components=base.n_components)
         records = read_metrics(run_dir, "train")
         pics.append(plots.loss_curve([r["step"] for r in records], [r["loss"] for r in records],
                                      pic_dir / "loss.png"))
