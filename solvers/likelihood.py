@@ -348,7 +348,9 @@ def nll_bound(sde: SDE, score_fn: ScoreFn, x: Tensor, *, time_samples: int = 256
         -log p^SDE(x) <= E[-log pi(x_T)] - N log a_{T|s}
                          + 1/2 int_s^T g_t^2 E[ ||s(x_t, t)||^2 + 2 s(x_t, t) . z / sigma_{t|s} ] dt,
     the drift's divergence term int_s^T -div f dt = -N log a_{T|s} in closed form. Conditioning on
-    x at t_eps itself covers all of [t_eps, T], so there is no end term left to add. Averaged over
+    x at t_eps itself covers all of [t_eps, T], so there is no end term left to add (the paper's
+    code instead bounds -log p_0 of a model with a Gaussian decoder from t_eps to 0, a different
+    density from the ODE's, and pays for it with an extra Jensen term). Averaged over
     data x ~ p_{t_eps} the bound exceeds the entropy by exactly KL(p_T || pi) + 1/2 int_s^T g_t^2
     E ||s - grad log p_t||^2 dt, so it is tight for the exact score and pi = p_T.
 
