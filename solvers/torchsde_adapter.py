@@ -62,7 +62,7 @@ class SeededBrownianInterval(torchsde.BrownianInterval):
 
     def __init__(self, t0: float, t1: float, size: tuple[int, ...], *, entropy: int,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 tol: float = 1e-7, levy_area_approximation: str = "none"):
+                 tol: float = 1e-6, levy_area_approximation: str = "none"):
         super().__init__(t0=t0, t1=t1, size=size, dtype=dtype, device=device, entropy=entropy,
                          tol=tol, halfway_tree=True,
                          levy_area_approximation=levy_area_approximation)
@@ -74,19 +74,23 @@ class SeededBrownianInterval(torchsde.BrownianInterval):
         return super().__call__(ta, tb, return_U=return_U, return_A=return_A)
 
 
-def brownian_interval(sde: SDE, x_T: Tensor, t_end: float, *, entropy: int, method: str,
-                      tol: float = 1e-7) -> SeededBrownianInterval:
-    """The Brownian motion of the reverse SDE on s in [-T, -t_end], of x_T's flattened shape."""
+def brownian_interval(sde: SDE, x_T: Tensor, t_end: float, *, entropy: int,
+                      tol: float = 1e-6) -> SeededBrownianInterval:
+    """The Brownian motion of the reverse SDE on s in [-T, -t_end], of x_T's flattened shape.
+
+    It always carries the space-time Levy area (which srk needs): torchsde draws a different path
+    from the same entropy with and without it, and one entropy must mean one path for every method.
+    """
     return SeededBrownianInterval(
         -sde.T, -t_end, (x_T.shape[0], x_T[0].numel()), entropy=entropy, dtype=x_T.dtype,
-        device=x_T.device, tol=tol, levy_area_approximation="space-time" if method == "srk" else "none")
+        device=x_T.device, tol=tol, levy_area_approximation="space-time")
 
 
 @torch.no_grad()
 def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = "euler",
                      steps: int = 1000, dt: float | None = None, t_eps: float = 1e-3,
                      ts: Tensor | None = None, adaptive: bool = False, rtol: float = 1e-5,
-                     atol: float = 1e-4, entropy: int | None = None, brownian_tol: float = 1e-7,
+                     atol: float = 1e-4, entropy: int | None = None, brownian_tol: float = 1e-6,
                      bm: torchsde.BrownianInterval | None = None,
                      generator: torch.Generator | None = None, callback: Callback | None = None,
                      return_trajectory: bool = False) -> SampleResult:
@@ -114,7 +118,8 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
         return_trajectory: keep the solution at every output time.
 
     Returns:
-        SampleResult with x (B, *D) at ts[-1] and nfe, the number of score calls (drift calls).
+        SampleResult with x (B, *D) at ts[-1] and nfe, the number of score calls: one per drift
+        call, including the one torchsde makes to check shapes (euler: steps + 1).
     """
     check_x_T(x_T)
     if method in ITO_METHODS:
@@ -137,8 +142,7 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
     if bm is None:
         if entropy is None:
             entropy = int(torch.randint(2**62, (), generator=generator).item())
-        bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, method=method,
-                               tol=brownian_tol)
+        bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, tol=brownian_tol)
     drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
     s = (-ts).to(device=x_T.device, dtype=x_T.dtype)
     ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,

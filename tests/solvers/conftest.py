@@ -4,7 +4,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """The exact scores are small tensor ops: one thread is faster than two on a shared machine."""
     threads = torch.get_num_threads()

@@ -1,0 +1,143 @@
+"""Every sampler reports exactly the number of score calls it made, takes the shared call form,
+and rejects bad input with a ValueError that names the parameter."""
+
+import pytest
+import torch
+
+import solvers
+from sde_lib import VESDE, VPSDE, SubVPSDE
+from solvers import grids
+
+D64 = torch.float64
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, t):
+        assert t.shape == (x.shape[0],) and t.dtype == x.dtype
+        self.calls += 1
+        return -x
+
+
+X = torch.randn(8, 3, dtype=D64, generator=torch.Generator().manual_seed(0))
+
+# (sampler, settings, expected NFE)
+CASES = [
+    (solvers.euler_maruyama, dict(steps=17), 17),
+    (solvers.euler_maruyama, dict(steps=17, denoise=True), 18),
+    (solvers.euler_maruyama, dict(ts=grids.log_snr_uniform(VPSDE(), 9)), 9),
+    (solvers.predictor_corrector, dict(steps=10, n_steps=2), 30),
+    (solvers.predictor_corrector, dict(steps=10, corrector="none", denoise=True), 11),
+    (solvers.predictor_corrector, dict(steps=10, predictor="ancestral", n_steps=0), 10),
+    (solvers.probability_flow, dict(method="euler", steps=13), 13),
+    (solvers.probability_flow, dict(method="midpoint", steps=13), 26),
+    (solvers.probability_flow, dict(method="rk4", steps=13), 52),
+    (solvers.ddim, dict(steps=23, eta=0.3), 23),
+    (solvers.ddim, dict(ts=grids.ddpm_subsequence(VPSDE(), 7)), 7),
+    (solvers.ddpm_ancestral, dict(steps=40), 40),
+    (solvers.ddpm_ancestral, dict(ts=grids.quadratic(VPSDE(), 12), variance="beta"), 12),
+    # torchsde evaluates the drift once more, to check its shape; reversible Heun once at the start
+    (solvers.torchsde_reverse, dict(method="euler", steps=30, entropy=1), 31),
+    (solvers.torchsde_reverse, dict(method="midpoint", steps=30, entropy=1), 61),
+    (solvers.torchsde_reverse, dict(method="reversible_heun", steps=30, entropy=1), 32),
+    (solvers.torchsde_reverse, dict(method="euler", steps=1000, entropy=1), 1001),
+]
+
+
+@pytest.mark.parametrize("sampler, settings, nfe", CASES)
+@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])
+def test_nfe_is_the_exact_number_of_score_calls(sampler, settings, nfe, sde):
+    score = Counter()
+    out = sampler(sde, score, X, generator=torch.Generator().manual_seed(0), **settings)
+    assert out.nfe == score.calls == nfe
+    assert out.x.shape == X.shape and out.x.dtype == X.dtype
+
+
+def test_adaptive_nfe_is_counted_too():
+    score = Counter()
+    out = solvers.probability_flow(VPSDE(), score, X, rtol=1e-6, atol=1e-6)
+    assert out.nfe == score.calls > 10
+
+
+@pytest.mark.parametrize("sampler", [solvers.euler_maruyama, solvers.predictor_corrector,
+                                     solvers.probability_flow, solvers.ddim,
+                                     solvers.ddpm_ancestral, solvers.torchsde_reverse])
+def test_shared_call_form_and_trajectory(sampler):
+    """sampler(sde, score_fn, x_T, generator=g) works with defaults alone (hydra's _partial_), and
+    the trajectory holds one state per grid time, from x_T to x."""
+    sde = VPSDE()
+    out = sampler(sde, lambda x, t: -x, X, generator=torch.Generator().manual_seed(0))
+    assert out.x.shape == X.shape and out.nfe > 0
+    small = dict(steps=5) if sampler is not solvers.probability_flow else dict(method="rk4",
+                                                                                steps=5)
+    if sampler is solvers.torchsde_reverse:
+        small["ts"] = grids.uniform(sde, 5)
+    seen = []
+    out = sampler(sde, lambda x, t: -x, X, generator=torch.Generator().manual_seed(0),
+                  return_trajectory=True, callback=lambda i, t, x: seen.append((i, t)), **small)
+    assert out.trajectory.shape == (6, *X.shape)
+    torch.testing.assert_close(out.trajectory[0], X)
+    torch.testing.assert_close(out.trajectory[-1], out.x)
+    assert [i for i, _ in seen] == list(range(6)) and seen[0][1] == 1.0
+
+
+def test_score_keeps_the_device_and_dtype_of_x_float32():
+    x = X.float()
+    for sampler in (solvers.ddim, solvers.euler_maruyama, solvers.probability_flow):
+        out = sampler(VPSDE(), Counter(), x, steps=5)
+        assert out.x.dtype == torch.float32
+
+
+BAD = [
+    (solvers.euler_maruyama, dict(steps=0), "steps"),
+    (solvers.euler_maruyama, dict(t_eps=1.5), "t_eps"),
+    (solvers.euler_maruyama, dict(grid="karras"), "grid"),
+    (solvers.euler_maruyama, dict(ts=torch.tensor([0.1, 0.5])), "decreasing"),
+    (solvers.ddim, dict(ts=torch.tensor([2.0, 0.5])), r"\[0, T\]"),
+    (solvers.ddim, dict(eta=-0.1), "eta"),
+    (solvers.ddim, dict(eta=3.0), "eta"),
+    (solvers.ddpm_ancestral, dict(variance="fixed_large"), "variance"),
+    (solvers.ddpm_ancestral, dict(steps=0), "steps"),
+    (solvers.predictor_corrector, dict(predictor="heun"), "predictor"),
+    (solvers.predictor_corrector, dict(corrector="ald"), "corrector"),
+    (solvers.predictor_corrector, dict(snr=0.0), "snr"),
+    (solvers.predictor_corrector, dict(n_steps=-1), "n_steps"),
+    (solvers.probability_flow, dict(method="rk45"), "method"),
+    (solvers.probability_flow, dict(rtol=0.0), "rtol"),
+    (solvers.probability_flow, dict(method="rk4", steps=0), "steps"),
+    (solvers.torchsde_reverse, dict(method="rk4"), "method"),
+    (solvers.torchsde_reverse, dict(dt=-0.1), "dt"),
+    (solvers.torchsde_reverse, dict(steps=0), "steps"),
+]
+
+
+@pytest.mark.parametrize("sampler, settings, match", BAD)
+def test_bad_settings_raise_value_errors_naming_the_parameter(sampler, settings, match):
+    with pytest.raises(ValueError, match=match):
+        sampler(VPSDE(), Counter(), X, **settings)
+
+
+@pytest.mark.parametrize("sampler", [solvers.euler_maruyama, solvers.predictor_corrector,
+                                     solvers.probability_flow, solvers.ddim,
+                                     solvers.ddpm_ancestral, solvers.torchsde_reverse])
+@pytest.mark.parametrize("x_T", [torch.randn(5), torch.zeros(0, 2), torch.ones(3, 2,
+                                                                                dtype=torch.long)],
+                         ids=["no-batch", "empty", "int"])
+def test_bad_x_T_raises(sampler, x_T):
+    with pytest.raises(ValueError, match="x_T"):
+        sampler(VPSDE(), Counter(), x_T)
+
+
+def test_a_score_of_the_wrong_shape_raises():
+    with pytest.raises(ValueError, match="score_fn"):
+        solvers.ddim(VPSDE(), lambda x, t: x[:, :1], X, steps=3)
+
+
+def test_ddim_needs_a_linear_sde():
+    class NotLinear:
+        T = 1.0
+
+    with pytest.raises(ValueError, match="sde"):
+        solvers.ddim(NotLinear(), Counter(), X)
