@@ -63,7 +63,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # -- 2-D toy sets ------------------------------------------------------------------------------
-def ring_mixture(k: int = 8, radius: float = 2.0, std: float = 0.3) -> GaussianMixture:
+def ring_mixture(k: int = 8, radius: float = 2.0, std: float = 0.5) -> GaussianMixture:
     """k equal isotropic Gaussians of std `std` with means evenly spaced on a circle."""
     if not (isinstance(k, int) and k >= 1):
         raise ValueError(f"k must be an int >= 1, got {k!r}")
@@ -83,7 +83,7 @@ def mixture_entropy(gm: GaussianMixture, n: int = 200_000, seed: int = 1234
 
 
 def ring(n_train: int = 100_000, n_test: int = 2000, *, k: int = 8, radius: float = 2.0,
-         std: float = 0.3, seed: int = 0) -> Dataset:
+         std: float = 0.5, seed: int = 0) -> Dataset:
     """A ring of k Gaussians; its entropy is known (Monte Carlo of the exact -log p)."""
     _check_sizes(n_train, n_test)
     gm = ring_mixture(k, radius, std)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class MetricsLogger:
             import wandb
 
             id_file = self.run_dir / "wandb_id.txt"
-            run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
             id_file.write_text(run_id)
             self._wandb = wandb.init(project=project, entity=entity, name=name or self.run_dir.name,
                                      id=run_id, resume="allow", mode=mode, dir=str(self.run_dir),

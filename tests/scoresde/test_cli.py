@@ -23,7 +23,7 @@ def test_help_lists_commands(capsys):
 
 def test_train_sample_likelihood(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", f"run={run}", *TINY]) == 0
+    assert main(["train", f"run={run}", *TINY, "eval.every=3"]) == 0
     out = capsys.readouterr().out
     assert f"run folder: {run}" in out and "test NLL:" in out and "true entropy:" in out
     # the run folder: resolved config, last K checkpoints, metrics, pictures
@@ -32,7 +32,10 @@ def test_train_sample_likelihood(tmp_path, capsys):
         "ckpt_00000004.pt", "ckpt_00000006.pt"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
-    final = [r for r in records if r["kind"] == "eval"][-1]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [3, 6]  # periodic (every 3) and final
+    assert (run / "pictures" / "samples_step00000003.png").read_bytes()[:8] == PNG
+    final = evals[-1]
     assert math.isfinite(final["test_nll"]) and final["nll_points"] == 8
     for name in ("samples_final.png", "paths_final.png", "loss.png"):
         assert (run / "pictures" / name).read_bytes()[:8] == PNG

@@ -33,8 +33,8 @@ def test_ring_entropy_matches_quadrature():
     """The Monte-Carlo entropy agrees with -int p log p on a fine grid."""
     d = ring(10, 10)
     gm = ring_mixture()
-    h = 8.0 / 800
-    g = torch.arange(-4 + h / 2, 4, h, dtype=torch.float64)
+    h = 11.0 / 1000
+    g = torch.arange(-5.5 + h / 2, 5.5, h, dtype=torch.float64)
     xy = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     lp = gm.log_prob(xy)
     p = lp.exp()
