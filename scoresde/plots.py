@@ -118,8 +118,9 @@ def sample_paths(sde_path: Tensor, ode_path: Tensor, ts_sde: Tensor, ts_ode: Ten
         tcol = torch.as_tensor(ts).float().cpu().numpy()
         for j in range(p.shape[1]):
             ax.plot(p[:, j, 0], p[:, j, 1], lw=0.7, color=f"C{j % 10}", alpha=0.6)
-        ax.scatter(p[0, :, 0], p[0, :, 1], s=6, color="C1", label=f"start, t = {tcol[0]:.3g}")
-        ax.scatter(p[-1, :, 0], p[-1, :, 1], s=6, color="C3", label=f"end, t = {tcol[-1]:.3g}")
+        ax.scatter(p[0, :, 0], p[0, :, 1], s=8, color="k", marker="x", lw=0.8,
+                   label=f"start, t = {tcol[0]:.3g}")
+        ax.scatter(p[-1, :, 0], p[-1, :, 1], s=8, color="C3", label=f"end, t = {tcol[-1]:.3g}")
         ax.set_xlim(lim)
         ax.set_ylim(lim)
         ax.set_aspect("equal")

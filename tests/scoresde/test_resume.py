@@ -116,3 +116,18 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys, monkeypatch):
                                                                      requires_grad=True))
     assert main(["train", f"run={tmp_path / 'run'}", *FAST]) == 2
     assert "the training loss is nan at step 1" in capsys.readouterr().err
+
+
+def test_sigterm_saves_and_stops(tmp_path):
+    run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate(step, loss):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    res = train(compose("train", [f"run={run}", *FAST]), run, callback=terminate)
+    assert res.interrupted and res.step == 1
+    assert res.checkpoint == run / "checkpoints" / "ckpt_00000001.pt"
+    assert load_checkpoint(res.checkpoint)["step"] == 1
+    assert signal.getsignal(signal.SIGTERM) is before
