@@ -112,6 +112,17 @@ def _catch_signals(flag: _StopFlag):
             signal.signal(s, h)
 
 
+def _dry_run(solver: Callable[..., Any], sde: Any, shape: tuple[int, ...], target: str) -> None:
+    """Call the solver once on 2 prior draws with a zero score, so that settings it rejects fail
+    at start rather than after training."""
+    gen = torch.Generator().manual_seed(0)
+    x_T = sde.prior_sample((2, *shape), generator=gen)
+    try:
+        solver(sde, lambda x, t: torch.zeros_like(x), x_T, generator=gen)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"solver {target} rejects its settings: {err}") from err
+
+
 def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(cfg, dict):
         out = {}
@@ -180,6 +191,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     sde = build_sde(cfg)
     model = build_model(cfg, sde, data.shape).to(device)
     solver = build_solver(cfg)
+    _dry_run(solver, sde, data.shape, cfg.solver._target_)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     ema = models.EMA(model, t.ema_decay, warmup=True)
     gens = {"data": torch.Generator().manual_seed(cfg.seed + 1),

@@ -60,6 +60,7 @@ def test_train_sample_likelihood(tmp_path, capsys):
     (["train.lr=-0.001"], "train.lr must be > 0, got -0.001"),
     (["model=unet"], "model.input is 'image'"),
     (["train.lrr=0.1"], "lrr"),
+    (["solver=ddim", "solver.eta=2.0"], "solver solvers.ddim rejects its settings"),
 ])
 def test_bad_overrides_fail_fast(tmp_path, capsys, overrides, message):
     run = tmp_path / "run"
