@@ -68,8 +68,15 @@ def check_x_T(x_T: Tensor) -> Tensor:
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` (global RNG if None)."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    """Standard normal noise shaped like x, drawn from `generator` (global RNG if None).
+
+    A generator on another device than x (a CPU generator for a CUDA x) draws on its own device
+    and the noise is moved to x's, so one seed gives the same noise on every device.
+    """
+    if generator is None or generator.device == x.device:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
+    return z.to(x.device)
 
 
 class Trajectory:

@@ -141,7 +141,8 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
         raise ValueError(f"dt must be a number > 0, got {dt!r}")
     if bm is None:
         if entropy is None:
-            entropy = int(torch.randint(2**62, (), generator=generator).item())
+            device = None if generator is None else generator.device
+            entropy = int(torch.randint(2**62, (), generator=generator, device=device).item())
         bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, tol=brownian_tol)
     drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
     s = (-ts).to(device=x_T.device, dtype=x_T.dtype)

@@ -3,8 +3,9 @@ component masses, means and covariances of 10k samples lie within 5 standard err
 from the samples themselves) of the exact ones, for VP, sub-VP and VE, in 2-D and 16-D.
 
 The samplers start from exact draws of p_T, so the test sees the sampler, not the prior mismatch.
-Step counts are chosen so that the discretization bias is below one standard error; 5 standard
-errors over the ~60 (2-D) / ~800 (16-D) statistics of a run leaves a chance false alarm below 1e-3.
+Step counts are chosen so that the discretization bias is below one standard error (the largest
+of the ~60 2-D z-scores was 1.2-3.2 over seeds, as for unbiased samples); 5 standard errors over
+the ~60 (2-D) / ~800 (16-D) statistics of a run leaves a chance false alarm below 1e-3.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ SDES = make_sdes()
 
 # (sampler, settings); each ends at t_eps so the target is p_t_eps exactly.
 SAMPLERS = {
-    "euler_maruyama": (solvers.euler_maruyama, dict(steps=500)),
+    "euler_maruyama": (solvers.euler_maruyama, dict(steps=250)),
     "pc_reverse_diffusion_langevin": (solvers.predictor_corrector,
-                                      dict(steps=250, predictor="reverse_diffusion", snr=0.1)),
+                                      dict(steps=200, predictor="reverse_diffusion", snr=0.1)),
     "probability_flow_dopri5": (solvers.probability_flow, dict(rtol=1e-5, atol=1e-5)),
     "probability_flow_rk4": (solvers.probability_flow, dict(method="rk4", steps=25,
                                                             grid="log_snr")),
@@ -34,11 +35,12 @@ SAMPLERS = {
     "ddpm_ancestral_beta": (solvers.ddpm_ancestral, dict(variance="beta")),
     # torchsde's Brownian path on a plain (fast) BrownianInterval; the seeded default is tested in
     # test_torchsde_adapter.py. reversible_heun is unstable on this stiff reverse SDE (see there).
-    "torchsde_euler": (solvers.torchsde_reverse, dict(method="euler", steps=200)),
-    "torchsde_midpoint": (solvers.torchsde_reverse, dict(method="midpoint", steps=100)),
+    "torchsde_euler": (solvers.torchsde_reverse, dict(method="euler", steps=100)),
+    "torchsde_midpoint": (solvers.torchsde_reverse, dict(method="midpoint", steps=50)),
 }
+SLOW_2D = {"ddim_eta1"}  # also pinned to ddpm_ancestral (beta_tilde) in test_step_equivalences.py
 SLOW_16D = {"euler_maruyama", "pc_reverse_diffusion_langevin", "ddpm_ancestral_beta",
-            "torchsde_euler", "torchsde_midpoint", "ddim_eta1"}
+            "torchsde_euler", "torchsde_midpoint", "ddim_eta1", "probability_flow_rk4"}
 
 
 def _run(name: str, sde_name: str, dim: int) -> None:
@@ -46,7 +48,7 @@ def _run(name: str, sde_name: str, dim: int) -> None:
     gm = mixture_2d() if dim == 2 else mixture_nd(dim)
     sampler, settings = SAMPLERS[name]
     if name == "ddpm_ancestral_beta":
-        settings = dict(settings, ts=grids.uniform(sde, 500, t_eps=T_EPS))
+        settings = dict(settings, ts=grids.uniform(sde, 250, t_eps=T_EPS))
     if name.startswith("torchsde"):
         settings = dict(settings, bm=torchsde.BrownianInterval(
             -sde.T, -T_EPS, (N, dim), dtype=torch.float64, entropy=11))
@@ -60,7 +62,8 @@ def _run(name: str, sde_name: str, dim: int) -> None:
 
 
 @pytest.mark.parametrize("sde_name", SDES)
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW_2D else n for n in SAMPLERS])
 def test_sampler_reproduces_the_mixture_2d(name, sde_name):
     _run(name, sde_name, 2)
 

@@ -3,6 +3,7 @@ and rejects bad input with a ValueError that names the parameter."""
 
 import pytest
 import torch
+import torchsde
 
 import solvers
 from sde_lib import VESDE, VPSDE, SubVPSDE
@@ -42,7 +43,9 @@ CASES = [
     (solvers.torchsde_reverse, dict(method="euler", steps=30, entropy=1), 31),
     (solvers.torchsde_reverse, dict(method="midpoint", steps=30, entropy=1), 61),
     (solvers.torchsde_reverse, dict(method="reversible_heun", steps=30, entropy=1), 32),
-    (solvers.torchsde_reverse, dict(method="euler", steps=1000, entropy=1), 1001),
+    (solvers.torchsde_reverse, dict(method="euler", steps=1000,  # t + k dt rounds past ts[-1]
+                                    bm=torchsde.BrownianInterval(-1.0, -1e-3, (8, 3), dtype=D64)),
+     1001),
 ]
 
 
@@ -61,9 +64,9 @@ def test_adaptive_nfe_is_counted_too():
     assert out.nfe == score.calls > 10
 
 
-@pytest.mark.parametrize("sampler", [solvers.euler_maruyama, solvers.predictor_corrector,
-                                     solvers.probability_flow, solvers.ddim,
-                                     solvers.ddpm_ancestral, solvers.torchsde_reverse])
+@pytest.mark.parametrize("sampler", [
+    solvers.euler_maruyama, solvers.predictor_corrector, solvers.probability_flow, solvers.ddim,
+    solvers.ddpm_ancestral, pytest.param(solvers.torchsde_reverse, marks=pytest.mark.slow)])
 def test_shared_call_form_and_trajectory(sampler):
     """sampler(sde, score_fn, x_T, generator=g) works with defaults alone (hydra's _partial_), and
     the trajectory holds one state per grid time, from x_T to x."""

@@ -26,9 +26,9 @@ def test_the_seeded_path_is_the_same_on_any_grid():
 
     coarse = increment(torch.linspace(-1.0, -0.5, 3, dtype=D64).tolist())
     fine = increment(torch.linspace(-1.0, -0.5, 77, dtype=D64).tolist())
-    other = increment(torch.linspace(-1.0, -0.5, 3, dtype=D64).tolist()[::-1][::-1])
+    again = increment(torch.linspace(-1.0, -0.5, 3, dtype=D64).tolist())  # a fresh interval
     torch.testing.assert_close(coarse, fine, rtol=0, atol=1e-12)
-    torch.testing.assert_close(coarse, other, rtol=0, atol=0)
+    torch.testing.assert_close(coarse, again, rtol=0, atol=0)
 
 
 def test_torchsde_euler_is_euler_maruyama_on_the_reverse_sde_with_the_same_increments():
@@ -73,8 +73,9 @@ def test_one_entropy_gives_one_path_at_any_step_count(reference):
     assert errs[1] < errs[0] / 2 and errs[1] < 0.03 and other > 0.3
 
 
-@pytest.mark.parametrize("method, steps", [("midpoint", 200), ("reversible_heun", 400),
-                                           ("srk", 25), ("milstein", 200)])
+@pytest.mark.parametrize("method, steps", [
+    pytest.param("midpoint", 200, marks=pytest.mark.slow), ("reversible_heun", 400), ("srk", 25),
+    pytest.param("milstein", 200, marks=pytest.mark.slow)])
 def test_stratonovich_and_high_order_methods_agree_with_ito_euler_on_one_path(
         reference, method, steps):
     """The noise g(t) does not depend on x, so the Ito and Stratonovich SDEs coincide: every method
@@ -86,6 +87,7 @@ def test_stratonovich_and_high_order_methods_agree_with_ito_euler_on_one_path(
     assert err < 0.015
 
 
+@pytest.mark.slow
 def test_adaptive_stepping_follows_the_same_path(reference):
     sde, score, x_T = _problem()
     out = solvers.torchsde_reverse(sde, score, x_T, entropy=8, method="euler", adaptive=True,
