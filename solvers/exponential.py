@@ -1,0 +1,158 @@
+"""Exponential-integrator solvers of the probability-flow ODE in log-SNR time: DPM-Solver++.
+
+With lambda = log(alpha / sigma) (half the log-SNR) and the data prediction
+x0_hat(x, t) = (x + sigma_t^2 score(x, t)) / alpha_t, the PF-ODE of any linear SDE is solved exactly
+in its linear part (Lu et al. 2022, "DPM-Solver++"); a step from t to s with h = lambda_s - lambda_t > 0 is
+
+    x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) [x0_hat + higher-order corrections].
+
+order 1 is DDIM (eta = 0). Multistep ("2M", "3M") reuse the previous steps' x0_hat (1 NFE a step);
+single-step ("2S", "3S") evaluate at intermediate log-SNRs (k NFE a step). The stabilising choices of
+diffusers' and DPM-Solver's later releases are built in by default:
+    - the grid is uniform in log-SNR (`grid="log_snr"`),
+    - lower-order final steps: the order at step i of N is min(order, i + 1, N - i) for multistep,
+      so the last step is first order (a data-prediction step that cannot overshoot),
+    - a step into sigma_s = 0 (a grid ending at t = 0 on VP) is the first-order step x_s = x0_hat.
+Legend: m_i = x0_hat at ts[i]; r = ratio of consecutive log-SNR step lengths.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sde_lib import SDE
+from solvers.grids import resolve_grid
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, check_x_T
+
+MULTISTEP_ORDERS = (1, 2, 3)
+SINGLESTEP_ORDERS = (1, 2, 3)
+
+
+class _Coefs:
+    """alpha, sigma, lambda of the SDE on a float64 grid, and the data prediction at a grid time."""
+
+    def __init__(self, sde: SDE, ts: Tensor):
+        self.sde, self.ts = sde, ts
+        self.alpha, self.sigma = sde.alpha(ts).tolist(), sde.sigma(ts).tolist()
+        self.lam = (0.5 * sde.log_snr(ts)).tolist()  # +inf where sigma = 0
+
+    def x0(self, score: CountingScore, x: Tensor, t: float, alpha: float, sigma: float) -> Tensor:
+        t_vec = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        return (x + sigma**2 * score(x, t_vec)) / alpha
+
+
+def _lam_to_t(sde: SDE, lam: float) -> tuple[float, float, float]:
+    """The time with half-log-SNR lam and its alpha, sigma."""
+    t = sde.t_from_log_snr(torch.tensor(2 * lam, dtype=torch.float64))
+    return t.item(), sde.alpha(t).item(), sde.sigma(t).item()
+
+
+def _check_order(order: int, allowed: tuple[int, ...]) -> None:
+    if isinstance(order, bool) or order not in allowed:
+        raise ValueError(f"order must be one of {allowed}, got {order!r}")
+
+
+def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: int = 2,
+                         steps: int = 20, t_eps: float = 1e-3, grid: str = "log_snr",
+                         ts: Tensor | None = None, lower_order_final: bool = True,
+                         generator: torch.Generator | None = None, callback: Callback | None = None,
+                         return_trajectory: bool = False) -> SampleResult:
+    """DPM-Solver++ multistep (order 1 = DDIM, 2 = "2M", 3 = "3M"), data-prediction form; 1 NFE a step.
+
+    Args:
+        sde, score_fn, x_T: the SDE, score_fn(x, t) with t (B,), and the (B, *D) state at ts[0].
+        order: 1, 2 or 3. Empirical global order: `order` (tests/solvers/test_fast_samplers.py).
+        steps, t_eps, grid: the grid when `ts` is not given (see `solvers.grids`).
+        ts: an explicit decreasing grid from T (or below) to the final time.
+        lower_order_final: lower the order on the last steps (min(order, N - i)); recommended.
+        generator: unused (deterministic); accepted for the shared signature.
+        callback, return_trajectory: as in every sampler.
+
+    Returns:
+        SampleResult with x (B, *D) at ts[-1] and nfe = N.
+    """
+    _check_order(order, MULTISTEP_ORDERS)
+    check_x_T(x_T)
+    ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    c, score = _Coefs(sde, ts), CountingScore(score_fn)
+    n = len(ts) - 1
+    record = Trajectory(return_trajectory, callback)
+    x, t_list = x_T, ts.tolist()
+    record.record(0, t_list[0], x)
+    ms: list[Tensor] = []  # x0_hat at previous grid times, newest last
+    for i in range(n):
+        ms.append(c.x0(score, x, t_list[i], c.alpha[i], c.sigma[i]))
+        ms = ms[-3:]
+        k = min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
+        a_s, s_s = c.alpha[i + 1], c.sigma[i + 1]
+        if s_s == 0:  # into the data: x0_hat itself
+            x = ms[-1] * a_s
+        else:
+            h = c.lam[i + 1] - c.lam[i]
+            phi1 = torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()  # e^{-h} - 1
+            x = (s_s / c.sigma[i]) * x - a_s * phi1 * ms[-1]
+            if k >= 2:
+                r0 = (c.lam[i] - c.lam[i - 1]) / h
+                d1_0 = (ms[-1] - ms[-2]) / r0
+                if k == 2:
+                    x = x - 0.5 * a_s * phi1 * d1_0
+                else:
+                    r1 = (c.lam[i - 1] - c.lam[i - 2]) / h
+                    d1_1 = (ms[-2] - ms[-3]) / r1
+                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    phi2 = phi1 / h + 1
+                    phi3 = phi2 / h - 0.5
+                    x = x + a_s * phi2 * d1 - a_s * phi3 * d2
+        record.record(i + 1, t_list[i + 1], x)
+    return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
+
+
+def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: int = 2,
+                          steps: int = 10, t_eps: float = 1e-3, grid: str = "log_snr",
+                          ts: Tensor | None = None, generator: torch.Generator | None = None,
+                          callback: Callback | None = None,
+                          return_trajectory: bool = False) -> SampleResult:
+    """DPM-Solver++ single-step: "2S" (midpoint in lambda) and "3S" (r1 = 1/3, r2 = 2/3); order NFE
+    a step. A step into sigma_s = 0 is first order.
+
+    Args: as `dpm_solver_multistep`; `order` is 1, 2 or 3 (empirical global order in the tests).
+
+    Returns:
+        SampleResult with x (B, *D) at ts[-1] and nfe = order * N (less on a step into sigma = 0).
+    """
+    _check_order(order, SINGLESTEP_ORDERS)
+    check_x_T(x_T)
+    ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    c, score = _Coefs(sde, ts), CountingScore(score_fn)
+    record = Trajectory(return_trajectory, callback)
+    x, t_list = x_T, ts.tolist()
+    record.record(0, t_list[0], x)
+
+    def phi1(h: float) -> float:
+        return torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()
+
+    for i in range(len(ts) - 1):
+        a_t, s_t, a_s, s_s = c.alpha[i], c.sigma[i], c.alpha[i + 1], c.sigma[i + 1]
+        m0 = c.x0(score, x, t_list[i], a_t, s_t)
+        if s_s == 0 or order == 1:
+            x = a_s * m0 if s_s == 0 else (s_s / s_t) * x - a_s * phi1(c.lam[i + 1] - c.lam[i]) * m0
+        else:
+            h = c.lam[i + 1] - c.lam[i]
+            r1 = 0.5 if order == 2 else 1 / 3
+            t1, a1, s1 = _lam_to_t(sde, c.lam[i] + r1 * h)
+            x1 = (s1 / s_t) * x - a1 * phi1(r1 * h) * m0
+            m1 = c.x0(score, x1, t1, a1, s1)
+            if order == 2:
+                x = (s_s / s_t) * x - a_s * phi1(h) * m0 - a_s / (2 * r1) * phi1(h) * (m1 - m0)
+            else:
+                r2 = 2 / 3
+                t2, a2, s2 = _lam_to_t(sde, c.lam[i] + r2 * h)
+                phi22 = phi1(r2 * h) / (r2 * h) + 1
+                x2 = (s2 / s_t) * x - a2 * phi1(r2 * h) * m0 + (r2 / r1) * a2 * phi22 * (m1 - m0)
+                m2 = c.x0(score, x2, t2, a2, s2)
+                phi2 = phi1(h) / h + 1
+                x = (s_s / s_t) * x - a_s * phi1(h) * m0 + (1 / r2) * a_s * phi2 * (m2 - m0)
+        record.record(i + 1, t_list[i + 1], x)
+    return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
