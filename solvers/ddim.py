@@ -11,7 +11,7 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers import grids
-from solvers.result import Callback, SampleResult, ScoreFn, check_x_T
+from solvers.result import Callback, SampleResult, ScoreFn, initial_state
 from solvers.stepping import GridCoefficients, ancestral_coefficients, ddim_coefficients, run_linear_steps
 
 
@@ -22,7 +22,7 @@ def _check_linear(sde: SDE) -> None:
 
 
 @torch.no_grad()
-def ddim(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100, eta: float = 0.0,
+def ddim(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, steps: int = 100, eta: float = 0.0,
          t_eps: float = 1e-3, grid: str = "uniform", ts: Tensor | None = None,
          generator: torch.Generator | None = None, callback: Callback | None = None,
          return_trajectory: bool = False) -> SampleResult:
@@ -39,7 +39,8 @@ def ddim(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100, eta: flo
     Args:
         sde: a linear SDE (VPSDE, SubVPSDE, VESDE).
         score_fn: score_fn(x, t) -> like x, t of shape (B,).
-        x_T: (B, *D) the start at ts[0] (usually T).
+        x_T: (B, *D) the start at ts[0] (usually T), or a shape (B, *D): a prior draw from
+            `generator`.
         steps: number of steps (= NFE) when ts is not given.
         eta: >= 0; the noise scale (0 deterministic, 1 DDPM-like).
         t_eps: last time of the default grid.
@@ -54,7 +55,7 @@ def ddim(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100, eta: flo
         SampleResult with x (B, *D) at ts[-1] and nfe = len(ts) - 1.
     """
     _check_linear(sde)
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     coefs = ddim_coefficients(GridCoefficients.on(sde, ts), eta)
     return run_linear_steps(score_fn, x_T, ts, coefs, generator=generator, callback=callback,
@@ -62,7 +63,7 @@ def ddim(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100, eta: flo
 
 
 @torch.no_grad()
-def ddpm_ancestral(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 1000,
+def ddpm_ancestral(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, steps: int = 1000,
                    variance: str = "beta_tilde", ts: Tensor | None = None,
                    generator: torch.Generator | None = None, callback: Callback | None = None,
                    return_trajectory: bool = False) -> SampleResult:
@@ -76,7 +77,7 @@ def ddpm_ancestral(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100
     Args:
         sde: a linear SDE (VPSDE, SubVPSDE, VESDE).
         score_fn: score_fn(x, t) -> like x, t of shape (B,).
-        x_T: (B, *D) the start at ts[0].
+        x_T: (B, *D) the start at ts[0], or a shape (B, *D): a prior draw from `generator`.
         steps: N; without ts the grid is the full DDPM grid k T / N, k = N..1, then t = 0.
         variance: "beta_tilde" or "beta".
         ts: an explicit decreasing grid in [0, T]; overrides steps.
@@ -88,7 +89,7 @@ def ddpm_ancestral(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100
         SampleResult with x (B, *D) at ts[-1] and nfe = len(ts) - 1.
     """
     _check_linear(sde)
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     if ts is None:
         ts = grids.ddpm_subsequence(sde, steps, num_train_steps=steps)
     ts = grids.check_grid(sde, ts)

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers import grids
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, check_x_T
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
@@ -32,7 +32,7 @@ class ProbabilityFlow(torch.nn.Module):
 
 
 @torch.no_grad()
-def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = "dopri5",
+def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, method: str = "dopri5",
                      rtol: float = 1e-5, atol: float = 1e-5, steps: int = 100,
                      t_eps: float = 1e-3, grid: str = "uniform", ts: Tensor | None = None,
                      options: dict | None = None, generator: torch.Generator | None = None,
@@ -47,7 +47,7 @@ def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
     Args:
         sde: the forward SDE.
         score_fn: score_fn(x, t) -> like x, t of shape (B,).
-        x_T: (B, *D) the start at ts[0].
+        x_T: (B, *D) the start at ts[0], or a shape (B, *D): a prior draw from `generator`.
         method: one of ADAPTIVE_METHODS or FIXED_METHODS.
         rtol, atol: tolerances of adaptive methods (> 0).
         steps: number of steps of a fixed-step method when ts is not given.
@@ -55,15 +55,14 @@ def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
         grid: "uniform", "quadratic" or "log_snr" for a fixed-step method when ts is not given.
         ts: an explicit decreasing grid in [0, T]; overrides steps, t_eps and grid.
         options: extra torchdiffeq options (e.g. {"first_step": 0.01}).
-        generator: unused (the ODE is deterministic); accepted for the shared signature.
+        generator: draws x_T when x_T is a shape; the ODE itself is deterministic.
         callback: callback(i, t_i, x_i) on the solution at each grid time, after the solve.
         return_trajectory: keep the solution at every grid time.
 
     Returns:
         SampleResult with x (B, *D) at ts[-1] and nfe, the exact number of score calls.
     """
-    del generator
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     if method in ADAPTIVE_METHODS:
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:

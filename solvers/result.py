@@ -51,6 +51,22 @@ class CountingScore:
         return score
 
 
+def initial_state(sde, x_T: Tensor | tuple[int, ...], generator: torch.Generator | None
+                  ) -> Tensor:
+    """x_T as given, or a prior draw `sde.prior_sample(x_T, generator=generator)` for a shape.
+
+    Raises:
+        ValueError: x_T is neither a shape nor a floating tensor of shape (B, *D), B >= 1, with at
+            least one event dim.
+    """
+    if isinstance(x_T, (tuple, list, torch.Size)):
+        if len(x_T) < 2 or not all(isinstance(n, int) and n >= 1 for n in x_T):
+            raise ValueError(f"x_T as a shape must be (B, *D) of positive ints with at least one "
+                             f"event dim, got {tuple(x_T)}")
+        return sde.prior_sample(tuple(x_T), generator=generator)
+    return check_x_T(x_T)
+
+
 def check_x_T(x_T: Tensor) -> Tensor:
     """Check that x_T is a floating (B, *D) batch with B >= 1 and D non-empty.
 

@@ -12,7 +12,15 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers import grids
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, check_x_T, randn_like
+from solvers.result import (
+    Callback,
+    CountingScore,
+    SampleResult,
+    ScoreFn,
+    Trajectory,
+    initial_state,
+    randn_like,
+)
 from solvers.stepping import (
     GridCoefficients,
     LinearSteps,
@@ -32,7 +40,7 @@ CORRECTORS = ("langevin", "none")
 
 
 @torch.no_grad()
-def euler_maruyama(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 1000,
+def euler_maruyama(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, steps: int = 1000,
                    t_eps: float = 1e-3, grid: str = "uniform", ts: Tensor | None = None,
                    denoise: bool = False, generator: torch.Generator | None = None,
                    callback: Callback | None = None, return_trajectory: bool = False
@@ -42,7 +50,7 @@ def euler_maruyama(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100
     Args:
         sde: the forward SDE.
         score_fn: score_fn(x, t) -> like x, t of shape (B,).
-        x_T: (B, *D) the start at ts[0] (usually a prior draw, `sde.prior_sample`).
+        x_T: (B, *D) the start at ts[0], or a shape (B, *D): a prior draw from `generator`.
         steps: number of steps when ts is not given.
         t_eps: last time of the default grid.
         grid: "uniform", "quadratic" or "log_snr", when ts is not given.
@@ -56,7 +64,7 @@ def euler_maruyama(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 100
     Returns:
         SampleResult with x (B, *D) and nfe = len(ts) - 1 (+ 1 with denoise).
     """
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     coefs = em_coefficients(GridCoefficients.on(sde, ts))
     return run_linear_steps(score_fn, x_T, ts, coefs, generator=generator, callback=callback,
@@ -88,7 +96,7 @@ def langevin_step(x: Tensor, score: Tensor, z: Tensor, *, snr: float,
 
 
 @torch.no_grad()
-def predictor_corrector(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 1000,
+def predictor_corrector(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, steps: int = 1000,
                         predictor: str = "reverse_diffusion", corrector: str = "langevin",
                         snr: float = 0.16, n_steps: int = 1, t_eps: float = 1e-3,
                         grid: str = "uniform", ts: Tensor | None = None, denoise: bool = False,
@@ -101,7 +109,7 @@ def predictor_corrector(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int 
     Args:
         sde: the forward SDE (VP, sub-VP or VE).
         score_fn: score_fn(x, t) -> like x, t of shape (B,).
-        x_T: (B, *D) the start at ts[0].
+        x_T: (B, *D) the start at ts[0], or a shape (B, *D): a prior draw from `generator`.
         steps: number of predictor steps when ts is not given.
         predictor: "euler_maruyama", "reverse_diffusion" (exact transition of each step) or
             "ancestral" (DDPM's posterior step, variance beta_tilde).
@@ -127,7 +135,7 @@ def predictor_corrector(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int 
         raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
     if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not snr > 0:
         raise ValueError(f"snr must be a number > 0, got {snr!r}")
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     c = GridCoefficients.on(sde, ts)
     pred: LinearSteps = PREDICTORS[predictor](c)

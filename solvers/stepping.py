@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from sde_lib import SDE
-from solvers.result import Callback, CountingScore, SampleResult, Trajectory, randn_like
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, randn_like
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def tweedie(sde: SDE, score: CountingScore, x: Tensor, t: float) -> Tensor:
     return (x + sigma**2 * score(x, t_vec)) / alpha
 
 
-def run_linear_steps(score_fn, x_T: Tensor, ts: Tensor, steps: LinearSteps, *,
+def run_linear_steps(score_fn: ScoreFn, x_T: Tensor, ts: Tensor, steps: LinearSteps, *,
                      generator: torch.Generator | None = None, callback: Callback | None = None,
                      return_trajectory: bool = False, sde: SDE | None = None,
                      denoise: bool = False) -> SampleResult:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from sde_lib import SDE, append_dims
 from solvers import grids
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, check_x_T
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
 
 ITO_METHODS = ("euler", "milstein", "srk")
 STRATONOVICH_METHODS = ("reversible_heun", "midpoint", "heun", "euler_heun", "log_ode_midpoint")
@@ -87,7 +87,7 @@ def brownian_interval(sde: SDE, x_T: Tensor, t_end: float, *, entropy: int,
 
 
 @torch.no_grad()
-def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = "euler",
+def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, method: str = "euler",
                      steps: int = 1000, dt: float | None = None, t_eps: float = 1e-3,
                      ts: Tensor | None = None, adaptive: bool = False, rtol: float = 1e-5,
                      atol: float = 1e-4, entropy: int | None = None, brownian_tol: float = 1e-6,
@@ -99,7 +99,7 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
     Args:
         sde: the forward SDE.
         score_fn: score_fn(x, t) -> like x, t of shape (B,).
-        x_T: (B, *D) the start at ts[0].
+        x_T: (B, *D) the start at ts[0], or a shape (B, *D): a prior draw from `generator`.
         method: a torchsde method: one of ITO_METHODS or STRATONOVICH_METHODS.
         steps: fixed step size (ts[0] - ts[-1]) / steps, unless dt is given.
         dt: the (initial, if adaptive) step size in t (> 0).
@@ -121,7 +121,7 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, method: str = 
         SampleResult with x (B, *D) at ts[-1] and nfe, the number of score calls: one per drift
         call, including the one torchsde makes to check shapes (euler: steps + 1).
     """
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     if method in ITO_METHODS:
         sde_type = "ito"
     elif method in STRATONOVICH_METHODS:

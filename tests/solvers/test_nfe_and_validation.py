@@ -144,3 +144,17 @@ def test_ddim_needs_a_linear_sde():
 
     with pytest.raises(ValueError, match="sde"):
         solvers.ddim(NotLinear(), Counter(), X)
+
+
+@pytest.mark.parametrize("sampler", [solvers.euler_maruyama, solvers.ddim,
+                                     solvers.probability_flow, solvers.torchsde_reverse])
+def test_a_shape_for_x_T_means_a_prior_draw_from_the_generator(sampler):
+    sde = VESDE()
+    a = sampler(sde, Counter(), (6, 2), generator=torch.Generator().manual_seed(3), steps=4)
+    g = torch.Generator().manual_seed(3)
+    x_T = sde.prior_sample((6, 2), generator=g)
+    b = sampler(sde, Counter(), x_T, generator=g, steps=4)
+    assert a.x.shape == (6, 2)
+    torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="x_T"):
+        sampler(sde, Counter(), (6,))
