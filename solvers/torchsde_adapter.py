@@ -145,7 +145,7 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...],
             entropy = int(torch.randint(2**62, (), generator=generator, device=device).item())
         bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, tol=brownian_tol)
     drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
-    s = (-ts).to(device=x_T.device, dtype=x_T.dtype)
+    s = (-ts).to(device=x_T.device)  # float64 times: float32 sums of dt would add a step
     ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,
                          adaptive=adaptive, rtol=rtol, atol=atol)
     xs = ys.reshape(len(ts), *x_T.shape)
