@@ -19,6 +19,12 @@ from scoresde.config import validate_eval
 from scoresde.metrics import MetricsLogger
 
 
+def _set_threads(cfg: DictConfig, run_cfg: DictConfig) -> None:
+    threads = cfg.threads if cfg.threads is not None else run_cfg.get("threads", 0)
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+
+
 def sample(cfg: DictConfig) -> Path:
     """Draw cfg.n samples with cfg.solver; write `<run>/samples/<solver>_<time>.{pt,png}`.
 
@@ -28,6 +34,7 @@ def sample(cfg: DictConfig) -> Path:
     validate_eval(cfg)
     device = resolve_device(cfg.device)
     run = load_run(cfg.run, checkpoint=cfg.checkpoint, ema=cfg.ema, device=device)
+    _set_threads(cfg, run.cfg)
     solver = build_solver(cfg)
     data = build_data(run.cfg)
     gen = torch.Generator(device).manual_seed(cfg.seed)
@@ -55,6 +62,7 @@ def likelihood(cfg: DictConfig) -> ev.NLLReport:
     validate_eval(cfg)
     device = resolve_device(cfg.device)
     run = load_run(cfg.run, checkpoint=cfg.checkpoint, ema=cfg.ema, device=device)
+    _set_threads(cfg, run.cfg)
     data = build_data(run.cfg)
     x = data.test if cfg.data.split == "test" else data.train
     if cfg.data.n:

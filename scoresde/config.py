@@ -99,6 +99,7 @@ class SampleConfig:
     n: int = 64
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None  # a checkpoint file; None: the run's latest
     solver: Any = MISSING
@@ -115,6 +116,7 @@ class LikelihoodConfig:
     run: str = MISSING
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None
     batch_size: int = 1000
@@ -200,6 +202,8 @@ def validate_train(cfg: DictConfig) -> None:
 def validate_eval(cfg: DictConfig) -> None:
     """Check the values of a composed sample or likelihood config."""
     _check_device(cfg.device)
+    _check(cfg.threads is None or cfg.threads >= 0, "threads", cfg.threads,
+           "null (the run's setting) or >= 0")
     if "n" in cfg:
         _check(cfg.n >= 1, "n", cfg.n, "an int >= 1")
     if "data" in cfg:
