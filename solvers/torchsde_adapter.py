@@ -13,6 +13,7 @@ euler_heun) are run with sde_type "stratonovich", the others with "ito".
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torchsde
@@ -146,8 +147,12 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...],
         bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, tol=brownian_tol)
     drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
     s = (-ts).to(device=x_T.device)  # float64 times: float32 sums of dt would add a step
-    ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,
-                         adaptive=adaptive, rtol=rtol, atol=atol)
+    with warnings.catch_warnings():
+        # torchsde warns that adaptive Euler needs additive noise; ours is (declared "diagonal"
+        # only so that g stays (B, d) rather than torchsde's additive (B, d, d)).
+        warnings.filterwarnings("ignore", message=".*adaptive time-stepping with the Euler")
+        ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,
+                             adaptive=adaptive, rtol=rtol, atol=atol)
     xs = ys.reshape(len(ts), *x_T.shape)
     if callback is not None:
         for i, (t, x) in enumerate(zip(ts.tolist(), xs)):
