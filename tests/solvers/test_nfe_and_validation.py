@@ -167,3 +167,16 @@ def test_torchsde_takes_exactly_the_asked_steps_in_float32_too(dtype, steps):
     out = solvers.torchsde_reverse(VPSDE(), Counter(), X.to(dtype), steps=steps,
                                    bm=torchsde.BrownianInterval(-1.0, -1e-3, (8, 3), dtype=dtype))
     assert out.nfe == steps + 1 and out.x.dtype == dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sampler", [solvers.euler_maruyama, solvers.predictor_corrector,
+                                     solvers.probability_flow, solvers.ddim,
+                                     solvers.ddpm_ancestral, solvers.torchsde_reverse])
+def test_samplers_run_on_cuda_with_a_cpu_generator(sampler):
+    """Coefficient tables never sit on the wrong device; CPU and CUDA give the same samples."""
+    cpu = sampler(VPSDE(), lambda x, t: -x, X, generator=torch.Generator().manual_seed(0), steps=8)
+    gpu = sampler(VPSDE(), lambda x, t: -x, X.cuda(), generator=torch.Generator().manual_seed(0),
+                  steps=8)
+    assert gpu.x.device.type == "cuda"
+    torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-9, atol=1e-9)
