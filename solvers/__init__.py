@@ -10,7 +10,10 @@ decreasing `ts`, eta, method, ...) are keywords with defaults, so hydra can buil
 """
 
 from solvers import grids
+from solvers.adaptive import adaptive_sde
 from solvers.ddim import ddim, ddpm_ancestral
+from solvers.edm import heun
+from solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
 from solvers.likelihood import bits_per_dim, log_likelihood, nll_bound
 from solvers.ode import probability_flow
 from solvers.result import CountingScore, SampleResult
@@ -20,6 +23,7 @@ from solvers.torchsde_adapter import torchsde_reverse
 __all__ = [
     "SampleResult", "CountingScore", "grids",
     "euler_maruyama", "predictor_corrector", "langevin_step", "probability_flow", "ddim",
-    "ddpm_ancestral", "torchsde_reverse",
+    "ddpm_ancestral", "torchsde_reverse", "dpm_solver_multistep", "dpm_solver_singlestep", "heun",
+    "adaptive_sde",
     "log_likelihood", "bits_per_dim", "nll_bound",
 ]

@@ -23,11 +23,12 @@ import torchsde
 from torch import Tensor
 
 from sde_lib import SDE, append_dims
-from solvers.result import CountingScore, SampleResult, ScoreFn, check_x_T
+from solvers.result import CountingScore, SampleResult, ScoreFn, initial_state
 from solvers.stepping import tweedie
 
 
-def adaptive_sde(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, rtol: float = 1e-2,
+@torch.no_grad()
+def adaptive_sde(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, rtol: float = 1e-2,
                  atol: float = 7.8e-3, t_eps: float = 1e-3, h_init: float = 1e-2,
                  safety: float = 0.9, exponent: float = 0.9, max_attempts: int = 10000,
                  denoise: bool = False, generator: torch.Generator | None = None) -> SampleResult:
@@ -46,7 +47,7 @@ def adaptive_sde(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, rtol: float = 1e-2
     Returns:
         SampleResult with x (B, *D) and nfe = 2 x attempts (+ 1 with denoise).
     """
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     for name, v in (("rtol", rtol), ("atol", atol), ("h_init", h_init)):
         if not (isinstance(v, (int, float)) and v > 0):
             raise ValueError(f"{name} must be a number > 0, got {v!r}")

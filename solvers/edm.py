@@ -1,5 +1,5 @@
-"""EDM's samplers (Karras et al. 2022) on any linear SDE: Heun's method on the probability-flow ODE
-with optional stochastic churn, and the rho time grid.
+"""EDM's sampler (Karras et al. 2022) on any linear SDE: Heun's method on the probability-flow ODE
+with optional stochastic churn (its grid is `solvers.grids.karras`).
 
 In EDM's coordinates x_bar = x / alpha and rho = sigma / alpha (the noise-to-signal ratio,
 exp(-log_snr / 2)), the PF-ODE of every linear SDE is dx_bar / d rho = eps_hat(x, t) with
@@ -18,27 +18,19 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers.grids import resolve_grid
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, check_x_T, randn_like
+from solvers.result import (
+    Callback,
+    CountingScore,
+    SampleResult,
+    ScoreFn,
+    Trajectory,
+    initial_state,
+    randn_like,
+)
 
 
-def karras(sde: SDE, steps: int, *, t_eps: float = 1e-3, rho: float = 7.0) -> Tensor:
-    """EDM's grid: rho_i = (rho_max^(1/r) + i/N (rho_min^(1/r) - rho_max^(1/r)))^r, i = 0..N, with
-    rho = sigma / alpha between its values at T and t_eps, mapped back to times. (N + 1,) float64."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not (isinstance(rho, (int, float)) and rho > 0):
-        raise ValueError(f"rho must be > 0, got {rho!r}")
-    if not (isinstance(t_eps, (int, float)) and 0 < t_eps < sde.T):
-        raise ValueError(f"t_eps must lie in (0, T) = (0, {sde.T}) for the Karras grid, got {t_eps!r}")
-    ends = torch.exp(-0.5 * sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64)))
-    i = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    r = (ends[0] ** (1 / rho) + i * (ends[1] ** (1 / rho) - ends[0] ** (1 / rho))) ** rho
-    ts = sde.t_from_log_snr(-2 * torch.log(r))
-    ts[0], ts[-1] = sde.T, t_eps
-    return ts
-
-
-def heun(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 18, t_eps: float = 1e-3,
+@torch.no_grad()
+def heun(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, steps: int = 18, t_eps: float = 1e-3,
          grid: str = "karras", ts: Tensor | None = None, churn: float = 0.0,
          churn_tmin: float = 0.0, churn_tmax: float = math.inf, churn_noise: float = 1.0,
          generator: torch.Generator | None = None, callback: Callback | None = None,
@@ -47,8 +39,7 @@ def heun(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 18, t_eps: fl
 
     Args:
         sde, score_fn, x_T: the SDE, score_fn(x, t) with t (B,), and the (B, *D) state at ts[0].
-        steps, t_eps, grid: the grid when `ts` is not given: "karras" (EDM's, rho = 7) or any name
-            of `solvers.grids`.
+        steps, t_eps, grid: the grid when `ts` is not given (default EDM's "karras", rho = 7).
         ts: an explicit decreasing grid.
         churn: EDM's S_churn (0 = deterministic, order 2); churn_tmin, churn_tmax bound the rho
             range where noise is added; churn_noise is S_noise.
@@ -58,11 +49,9 @@ def heun(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, steps: int = 18, t_eps: fl
     Returns:
         SampleResult with x (B, *D) at ts[-1]; nfe = 2 N (2 N - 1 if the grid ends at rho = 0).
     """
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     if not (isinstance(churn, (int, float)) and churn >= 0):
         raise ValueError(f"churn must be a number >= 0, got {churn!r}")
-    if grid == "karras" and ts is None:
-        ts = karras(sde, steps, t_eps=t_eps)
     ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     score, n, b = CountingScore(score_fn), len(ts) - 1, x_T.shape[0]
     alpha, sigma = sde.alpha(ts).tolist(), sde.sigma(ts).tolist()

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from sde_lib import SDE
 from solvers.grids import resolve_grid
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, check_x_T
+from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, initial_state
 
 MULTISTEP_ORDERS = (1, 2, 3)
 SINGLESTEP_ORDERS = (1, 2, 3)
@@ -53,7 +53,8 @@ def _check_order(order: int, allowed: tuple[int, ...]) -> None:
         raise ValueError(f"order must be one of {allowed}, got {order!r}")
 
 
-def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: int = 2,
+@torch.no_grad()
+def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, order: int = 2,
                          steps: int = 20, t_eps: float = 1e-3, grid: str = "log_snr",
                          ts: Tensor | None = None, lower_order_final: bool = True,
                          generator: torch.Generator | None = None, callback: Callback | None = None,
@@ -66,14 +67,14 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: int
         steps, t_eps, grid: the grid when `ts` is not given (see `solvers.grids`).
         ts: an explicit decreasing grid from T (or below) to the final time.
         lower_order_final: lower the order on the last steps (min(order, N - i)); recommended.
-        generator: unused (deterministic); accepted for the shared signature.
+        generator: draws x_T when it is a shape; otherwise unused (the method is deterministic).
         callback, return_trajectory: as in every sampler.
 
     Returns:
         SampleResult with x (B, *D) at ts[-1] and nfe = N.
     """
     _check_order(order, MULTISTEP_ORDERS)
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     c, score = _Coefs(sde, ts), CountingScore(score_fn)
     n = len(ts) - 1
@@ -109,7 +110,8 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: int
     return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
 
 
-def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: int = 2,
+@torch.no_grad()
+def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, order: int = 2,
                           steps: int = 10, t_eps: float = 1e-3, grid: str = "log_snr",
                           ts: Tensor | None = None, generator: torch.Generator | None = None,
                           callback: Callback | None = None,
@@ -123,7 +125,7 @@ def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor, *, order: in
         SampleResult with x (B, *D) at ts[-1] and nfe = order * N (less on a step into sigma = 0).
     """
     _check_order(order, SINGLESTEP_ORDERS)
-    check_x_T(x_T)
+    x_T = initial_state(sde, x_T, generator)
     ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     c, score = _Coefs(sde, ts), CountingScore(score_fn)
     record = Trajectory(return_trajectory, callback)

@@ -6,6 +6,7 @@ len(ts) - 1 steps over it. Grids are plain functions of the SDE (never stored on
     uniform          uniform in t (Song et al.)
     quadratic        t_eps + (T - t_eps) (i / steps)^2, dense near the data (DDIM's "quadratic")
     log_snr_uniform  uniform in log(alpha^2 / sigma^2), through sde.t_from_log_snr
+    karras           EDM's rho-schedule in sigma / alpha (Karras et al. 2022)
     ddpm_subsequence a sub-sequence of the N discrete DDPM steps, step k at time k T / N, then 0
     check_grid       validates a user-given tensor
 """
@@ -60,6 +61,22 @@ def log_snr_uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     lam = torch.linspace(ends[0].item(), ends[1].item(), steps + 1, dtype=torch.float64)
     ts = sde.t_from_log_snr(lam)
     ts[0], ts[-1] = sde.T, t_eps  # exact ends, free of the round trip's rounding
+    return ts
+
+
+def karras(sde: SDE, steps: int, *, t_eps: float = 1e-3, rho: float = 7.0) -> Tensor:
+    """EDM's grid: rho_i = (rho_max^(1/r) + i/N (rho_min^(1/r) - rho_max^(1/r)))^r, i = 0..N, with
+    rho = sigma / alpha between its values at T and t_eps, mapped back to times. (N + 1,) float64."""
+    _check_steps(steps)
+    if not (isinstance(rho, (int, float)) and rho > 0):
+        raise ValueError(f"rho must be > 0, got {rho!r}")
+    if not (isinstance(t_eps, (int, float)) and 0 < t_eps < sde.T):
+        raise ValueError(f"t_eps must lie in (0, T) = (0, {sde.T}) for the Karras grid, got {t_eps!r}")
+    ends = torch.exp(-0.5 * sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64)))
+    i = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    r = (ends[0] ** (1 / rho) + i * (ends[1] ** (1 / rho) - ends[0] ** (1 / rho))) ** rho
+    ts = sde.t_from_log_snr(-2 * torch.log(r))
+    ts[0], ts[-1] = sde.T, t_eps
     return ts
 
 
@@ -122,7 +139,7 @@ def check_grid(sde: SDE, ts: Tensor) -> Tensor:
 
 
 GRIDS: dict[str, Callable[..., Tensor]] = {
-    "uniform": uniform, "quadratic": quadratic, "log_snr": log_snr_uniform,
+    "uniform": uniform, "quadratic": quadratic, "log_snr": log_snr_uniform, "karras": karras,
 }
 
 

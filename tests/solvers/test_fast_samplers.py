@@ -10,8 +10,9 @@ from torchdiffeq import odeint
 
 from sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from solvers.adaptive import adaptive_sde
-from solvers.edm import heun, karras
+from solvers.edm import heun
 from solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
+from solvers.grids import karras
 
 D64 = torch.float64
 T_EPS = 1e-2
