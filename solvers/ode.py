@@ -80,9 +80,11 @@ def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...],
     t_x = ts.to(device=x_T.device, dtype=x_T.dtype)
     kwargs = {}
     if method in ADAPTIVE_METHODS:
-        # Land on every grid time rather than step past ts[-1] and interpolate back: the score is
-        # only defined on [0, T].
-        options = {"step_t": t_x, **(options or {})}
+        # Land on every grid time rather than step past ts[-1] and interpolate back, and give the
+        # first step (torchdiffeq's own guess probes f at t0 + h0, which can lie far outside
+        # [0, T]): the score is only defined on [0, T].
+        first = 1e-2 * (ts[0] - ts[1]).item()
+        options = {"step_t": t_x, "first_step": first, **(options or {})}
         kwargs = dict(rtol=rtol, atol=atol)
     xs = torchdiffeq.odeint(field, x_T, t_x, method=method, options=options, **kwargs)
     if callback is not None:

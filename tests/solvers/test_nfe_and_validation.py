@@ -96,7 +96,7 @@ def test_score_keeps_the_device_and_dtype_of_x_float32():
 BAD = [
     (solvers.euler_maruyama, dict(steps=0), "steps"),
     (solvers.euler_maruyama, dict(t_eps=1.5), "t_eps"),
-    (solvers.euler_maruyama, dict(grid="karras"), "grid"),
+    (solvers.euler_maruyama, dict(grid="cosine"), "grid"),
     (solvers.euler_maruyama, dict(ts=torch.tensor([0.1, 0.5])), "decreasing"),
     (solvers.ddim, dict(ts=torch.tensor([2.0, 0.5])), r"\[0, T\]"),
     (solvers.ddim, dict(eta=-0.1), "eta"),
