@@ -30,8 +30,13 @@ def test_every_group_has_its_options():
     assert set(options("model")) == {"mlp", "unet"}
     assert {"ring", "checkerboard", "moons", "swiss_roll", "digits", "npz", "image_folder",
             "mnist", "cifar10"} <= set(options("data"))
-    assert {"euler_maruyama", "predictor_corrector", "probability_flow", "ddim",
-            "ddpm_ancestral", "torchsde_reverse"} <= set(options("solver"))
+    import solvers
+
+    samplers = {"euler_maruyama", "predictor_corrector", "probability_flow", "ddim",
+                "ddpm_ancestral", "torchsde_reverse", "dpm_solver_multistep",
+                "dpm_solver_singlestep", "heun", "adaptive_sde"}
+    assert samplers <= set(solvers.__all__)  # the samplers `solvers` exports ...
+    assert samplers == set(options("solver"))  # ... each have a config
     assert {"ring-vp", "digits-vp", "digits-ve"} <= set(options("experiment"))
 
 
