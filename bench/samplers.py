@@ -110,6 +110,15 @@ def accuracy_table(dim, n, nfes, seed=0):
                                                              grid="log_snr")),
         "ddim (trailing, = diffusers grid)": (True, lambda k: solvers.ddim(sde, score, x_T,
                                                                            ts=trailing(k))),
+        "dpm++ 2M (log-SNR grid)": (True, lambda k: solvers.dpm_solver_multistep(
+            sde, score, x_T, order=2, steps=k)),
+        "dpm++ 3M (log-SNR grid)": (True, lambda k: solvers.dpm_solver_multistep(
+            sde, score, x_T, order=3, steps=k)),
+        "dpm++ 2S (log-SNR grid)": (True, lambda k: solvers.dpm_solver_singlestep(
+            sde, score, x_T, order=2, steps=k // 2)),
+        "dpm++ 3S (log-SNR grid)": (True, lambda k: solvers.dpm_solver_singlestep(
+            sde, score, x_T, order=3, steps=max(k // 3, 1))),
+        "heun (Karras grid)": (True, lambda k: solvers.heun(sde, score, x_T, steps=k // 2)),
     }
     peers = {
         "diffusers DDIM (trailing)": (diffusers.DDIMScheduler, dict(

@@ -15,16 +15,6 @@ def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: on a shared machine, intra-op threads cost far more than they
-    save (each op waits for a descheduled thread), so run single-threaded and restore after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def randomize():
     return _randomize

@@ -16,15 +16,6 @@ T_EPS = 1e-5
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=50.0)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensor ops: one thread beats two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mixture(dim: int, dtype: torch.dtype = D64) -> GaussianMixture:
     g = torch.Generator().manual_seed(dim)
     means = 1.5 * torch.randn(3, dim, generator=g, dtype=dtype)

@@ -20,14 +20,6 @@ GM = GaussianMixture(torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.0, 1.5]], dtype=
                      torch.tensor([0.5, 0.3, 0.2], dtype=D64))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def data_at_t_eps(sde: SDE, n: int, g: torch.Generator) -> torch.Tensor:
     """n draws of p_{t_eps}: mixture samples pushed through the marginal at t_eps."""
     x0 = GM.sample(n, generator=g)

@@ -17,14 +17,6 @@ LEVELS = torch.arange(256, dtype=D64)
 CELL = 1 / 128  # the width of one level's cell in [-1, 1] coordinates
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian_at_t_eps(mean: torch.Tensor, std: torch.Tensor):
     """A one-component mixture with the given per-dim mean and std (shapes D), with its exact
     time-t_eps marginal N(m, v) per dim: the density the model's ODE evaluates."""
