@@ -4,19 +4,26 @@ Each command is a hydra application over the configs in the `conf` package (`pkg
 installed wheel finds them): `conf/train.yaml`, `conf/sample.yaml`, `conf/likelihood.yaml`, whose
 schemas are the dataclasses of `scoresde.config`. Everything after the command goes to hydra:
 overrides (`sde=ve train.lr=1e-3`), `-m` for sweeps, `--cfg job` to print the config, `--help`.
+
+Started by torchrun (WORLD_SIZE > 1), every command first joins the process group: training runs
+under DistributedDataParallel, sampling and likelihood share their batches among the ranks, and
+only rank 0 prints and writes (`scoresde.distributed`). A plain start makes no process group.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from scoresde.config import register_configs
+from scoresde import distributed
+from scoresde.config import START_TIME_ENV, register_configs
 
 CONFIG_PATH = "pkg://conf"
 COMMANDS = {
@@ -47,6 +54,8 @@ def _train(cfg: DictConfig) -> None:
         _fail(err)
     if res.interrupted:
         raise SystemExit(130)
+    if not distributed.context().is_main:
+        return
     m = res.metrics
     print(f"\nrun folder: {res.run_dir}")
     print(f"checkpoint: {res.checkpoint}")
@@ -118,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = [f"score-sde {argv[0]}", *argv[1:]]
     try:
-        _APPS[argv[0]]()
+        with distributed.process_group() as ctx:
+            if ctx.distributed:  # every rank names its run folder after rank 0's start time
+                os.environ[START_TIME_ENV] = str(distributed.broadcast_from_main(time.time(), ctx))
+            _APPS[argv[0]]()
     except SystemExit as stop:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -3,6 +3,10 @@
 Both read `<run>/config.yaml` (written by `score-sde train`) to rebuild the SDE, the network and
 the data, then load the run's latest checkpoint (or `checkpoint=<file>`), the EMA weights unless
 `ema=false`.
+
+Under torchrun both commands share the work among the ranks (`scoresde.distributed`): each rank
+solves its blocks of samples or batches of points with the bare model, rank 0 gathers the results
+in order, prints and writes them. The results do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from scoresde import distributed
 from scoresde import evaluate as ev
 from scoresde.build import build_data, build_solver, load_run, resolve_device
 from scoresde.config import validate_eval
@@ -25,56 +30,66 @@ def _set_threads(cfg: DictConfig, run_cfg: DictConfig) -> None:
         torch.set_num_threads(threads)
 
 
-def sample(cfg: DictConfig) -> Path:
+def sample(cfg: DictConfig) -> Path | None:
     """Draw cfg.n samples with cfg.solver; write `<run>/samples/<solver>_<time>.{pt,png}`.
 
     Returns:
-        The .pt file holding the (n, *D) samples.
+        The .pt file holding the (n, *D) samples (None on ranks other than 0).
     """
     validate_eval(cfg)
-    device = resolve_device(cfg.device)
+    ctx = distributed.context()
+    device = distributed.device_for(resolve_device(cfg.device), ctx)
     run = load_run(cfg.run, checkpoint=cfg.checkpoint, ema=cfg.ema, device=device)
     _set_threads(cfg, run.cfg)
     solver = build_solver(cfg)
     data = build_data(run.cfg)
-    gen = torch.Generator(device).manual_seed(cfg.seed)
     start = time.perf_counter()
-    x, nfe = ev.draw_samples(run.sde, run.model, solver, cfg.n, data.shape, generator=gen,
-                             device=device)
+    x, nfe = ev.sharded_samples(run.sde, run.model, solver, cfg.n, data.shape, seed=cfg.seed,
+                                batch_size=cfg.batch_size, device=device, ctx=ctx)
     seconds = time.perf_counter() - start
+    if x is None:
+        return None
     name = cfg.solver._target_.rsplit(".", 1)[-1]
     out = Path(cfg.run) / "samples" / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(x.cpu(), out.with_suffix(".pt"))
     pic = ev.sample_picture(x.cpu(), data, out.with_suffix(".png"),
                             title=f"{name}, {nfe} NFE, step {run.step}")
-    print(f"{cfg.n} samples from {run.checkpoint.name} with {name}: {nfe} NFE, {seconds:.1f} s")
+    ranks = f" on {ctx.world_size} ranks" if ctx.distributed else ""
+    print(f"{cfg.n} samples from {run.checkpoint.name} with {name}: {nfe} NFE, "
+          f"{seconds:.1f} s{ranks}")
     print(f"samples: {out.with_suffix('.pt')}\npicture: {pic}")
     return out.with_suffix(".pt")
 
 
-def likelihood(cfg: DictConfig) -> ev.NLLReport:
+def likelihood(cfg: DictConfig) -> ev.NLLReport | None:
     """Exact NLL (and bits/dim for images) of cfg.data.n points of cfg.data.split under the run.
 
     Prints the result next to the true entropy when the data density is known, and appends it
     to `<run>/metrics.jsonl` as a record of kind "likelihood".
+
+    Returns:
+        The report, whose `per_point` holds each point's NLL in order (None on ranks other
+        than 0).
     """
     validate_eval(cfg)
-    device = resolve_device(cfg.device)
+    ctx = distributed.context()
+    device = distributed.device_for(resolve_device(cfg.device), ctx)
     run = load_run(cfg.run, checkpoint=cfg.checkpoint, ema=cfg.ema, device=device)
     _set_threads(cfg, run.cfg)
     data = build_data(run.cfg)
     x = data.test if cfg.data.split == "test" else data.train
     if cfg.data.n:
         x = x[:cfg.data.n]
-    gen = torch.Generator(device).manual_seed(cfg.seed)
     start = time.perf_counter()
-    rep = ev.test_nll(run.sde, run.model, x.to(device), quantized=data.quantized, generator=gen,
-                      divergence=cfg.divergence, probes=cfg.probes, method=cfg.method,
-                      rtol=cfg.rtol, atol=cfg.atol, t_eps=cfg.t_eps,
-                      dequant_draws=cfg.dequant_draws, batch_size=cfg.batch_size,
-                      true_log_prob=data.log_prob)
+    rep = ev.sharded_nll(run.sde, run.model, x.to(device), quantized=data.quantized,
+                         seed=cfg.seed, batch_size=cfg.batch_size,
+                         dequant_draws=cfg.dequant_draws, true_log_prob=data.log_prob, ctx=ctx,
+                         divergence=cfg.divergence, probes=cfg.probes, method=cfg.method,
+                         rtol=cfg.rtol, atol=cfg.atol, t_eps=cfg.t_eps)
     seconds = time.perf_counter() - start
+    if rep is None:
+        return None
     print(f"{data.name} {cfg.data.split} ({rep.n} points), {run.checkpoint.name}, "
           f"{cfg.divergence} divergence, {cfg.method} rtol={cfg.rtol}: {seconds:.1f} s")
     print(f"NLL: {rep.nll:.4f} +- {rep.stderr:.4f} nats ({rep.nfe} NFE)")
@@ -86,7 +101,7 @@ def likelihood(cfg: DictConfig) -> ev.NLLReport:
     if rep.true_nll is not None:
         print(f"true NLL of the same points: {rep.true_nll:.4f} nats")
     logger = MetricsLogger(cfg.run)
-    values = {k: v for k, v in vars(rep).items() if v is not None}
+    values = {k: v for k, v in vars(rep).items() if v is not None and k != "per_point"}
     logger.log("likelihood", run.step, split=cfg.data.split, divergence=cfg.divergence,
                **values)
     logger.close()

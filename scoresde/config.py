@@ -11,7 +11,9 @@ The groups whose entries are built by hydra's `_target_` (sde, model.net, data, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -102,6 +104,7 @@ class SampleConfig:
     threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None  # a checkpoint file; None: the run's latest
+    batch_size: int = 1000  # samples per solve; each batch has its own seed (see distributed.py)
     solver: Any = MISSING
 
 
@@ -119,7 +122,7 @@ class LikelihoodConfig:
     threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None
-    batch_size: int = 1000
+    batch_size: int = 1000  # points per solve; each batch has its own seed (see distributed.py)
     data: LikelihoodData = field(default_factory=LikelihoodData)
     divergence: str = "exact"
     probes: int = 1
@@ -134,10 +137,23 @@ def register_configs() -> None:
     """Put the schemas in hydra's ConfigStore (idempotent); the primary YAMLs list them first."""
     if not OmegaConf.has_resolver("first"):  # ${first:a,b}: a unless it is null, then b
         OmegaConf.register_new_resolver("first", lambda a, b: b if a is None else a)
+    if not OmegaConf.has_resolver("start_time"):  # ${start_time:%Y-%m-%d}: like hydra's ${now:}
+        OmegaConf.register_new_resolver("start_time", _start_time, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
     cs.store(name="likelihood_schema", node=LikelihoodConfig)
+
+
+START_TIME_ENV = "SCORESDE_START_TIME"
+
+
+def _start_time(pattern: str) -> str:
+    """The time the command started, formatted; under torchrun rank 0's time (the CLI puts it
+    in $SCORESDE_START_TIME), so that all ranks name the same run folder."""
+    stamp = os.environ.get(START_TIME_ENV)
+    moment = datetime.fromtimestamp(float(stamp)) if stamp else datetime.now()
+    return moment.strftime(pattern)
 
 
 def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = ()
@@ -206,10 +222,10 @@ def validate_eval(cfg: DictConfig) -> None:
            "null (the run's setting) or >= 0")
     if "n" in cfg:
         _check(cfg.n >= 1, "n", cfg.n, "an int >= 1")
+    _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "an int >= 1")
     if "data" in cfg:
         _check(cfg.data.split in ("train", "test"), "data.split", cfg.data.split,
                "'train' or 'test'")
         _check(cfg.data.n >= 0, "data.n", cfg.data.n, ">= 0 (0: the whole split)")
-        _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "an int >= 1")
         _check(cfg.divergence in ("exact", "hutchinson"), "divergence", cfg.divergence,
                "'exact' or 'hutchinson'")

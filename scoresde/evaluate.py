@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 import solvers
-from scoresde import plots
+from scoresde import distributed, plots
 from scoresde.data import Dataset
 from sde_lib import SDE
 
@@ -36,6 +36,7 @@ class NLLReport:
         nfe: score evaluations of the ODE solves, summed over batches.
         n: number of points.
         true_nll: the exact mean -log p of the same points, when the data density is known.
+        per_point: the (n,) NLL of each point, in the order of the points (not logged).
     """
 
     nll: float
@@ -45,6 +46,7 @@ class NLLReport:
     nfe: int
     n: int
     true_nll: float | None = None
+    per_point: Tensor | None = field(default=None, repr=False)
 
 
 @torch.no_grad()
@@ -93,12 +95,83 @@ def test_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, generat
             res = solvers.log_likelihood(sde, score_fn, xb, **kw)
             nlls.append(res.nll.detach().cpu())
         nfe += int(res.nfe)
-    nll, se = _mean_stderr(torch.cat(nlls))
-    bpd, bpd_se = _mean_stderr(torch.cat(bpds)) if bpds else (None, None)
+    return _report(torch.cat(nlls), torch.cat(bpds) if bpds else None, nfe, x, true_log_prob)
+
+
+def _report(nll: Tensor, bpd: Tensor | None, nfe: int, x: Tensor,
+            true_log_prob: Callable[[Tensor], Tensor] | None) -> NLLReport:
+    mean, se = _mean_stderr(nll)
+    bpd_mean, bpd_se = _mean_stderr(bpd) if bpd is not None else (None, None)
     true = None
     if true_log_prob is not None:
         true = (-true_log_prob(x.double().cpu())).mean().item()
-    return NLLReport(nll, se, bpd, bpd_se, nfe, x.shape[0], true)
+    return NLLReport(mean, se, bpd_mean, bpd_se, nfe, x.shape[0], true, nll)
+
+
+@torch.no_grad()
+def sharded_samples(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], n: int,
+                    shape: tuple[int, ...], *, seed: int, batch_size: int,
+                    device: torch.device | str = "cpu",
+                    ctx: distributed.Context | None = None) -> tuple[Tensor | None, int]:
+    """n samples in blocks of `batch_size`, shared among the ranks, gathered on rank 0.
+
+    Block j (samples j*batch_size, ...) is drawn and solved with a generator seeded by
+    `distributed.block_seed(seed, j)`, so the samples depend on (seed, batch_size) only, not on
+    the number of ranks. Each rank solves its blocks with the bare `score_fn`: no collective runs
+    inside a solve.
+
+    Returns:
+        On rank 0 the (n, *shape) samples in order and the NFE summed over all blocks; on the
+        other ranks (None, 0).
+    """
+    ctx = ctx or distributed.context()
+    xs, nfe = [], 0
+    for j in distributed.my_blocks(math.ceil(n / batch_size), ctx):
+        gen = torch.Generator(device).manual_seed(distributed.block_seed(seed, j))
+        b = min(batch_size, n - j * batch_size)
+        x_T = sde.prior_sample((b, *shape), generator=gen, device=device)
+        res = solver(sde, score_fn, x_T, generator=gen)
+        xs.append(res.x.cpu())
+        nfe += int(res.nfe)
+    parts = distributed.gather_to_main((xs, nfe), ctx)
+    if parts is None:
+        return None, 0
+    return torch.cat([x for p in parts for x in p[0]]), sum(p[1] for p in parts)
+
+
+def sharded_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, seed: int,
+                batch_size: int = 1000, dequant_draws: int = 1,
+                true_log_prob: Callable[[Tensor], Tensor] | None = None,
+                ctx: distributed.Context | None = None, **kw: Any) -> NLLReport | None:
+    """`test_nll` of x (N, *D) with its batches shared among the ranks, gathered on rank 0.
+
+    Batch j (points j*batch_size, ...) draws its probes and dequantization noise from a generator
+    seeded by `distributed.block_seed(seed, j)`, so the per-point NLL does not depend on the
+    number of ranks. `kw` goes to the solver (divergence, probes, method, rtol, atol, t_eps).
+
+    Returns:
+        On rank 0 the report, whose `per_point` holds the NLL of every point in the order of x;
+        None on the other ranks.
+    """
+    ctx = ctx or distributed.context()
+    nlls, bpds, nfe = [], [], 0
+    for j in distributed.my_blocks(math.ceil(x.shape[0] / batch_size), ctx):
+        xb = x[j * batch_size:(j + 1) * batch_size]
+        gen = torch.Generator(x.device).manual_seed(distributed.block_seed(seed, j))
+        if quantized:
+            res = solvers.bits_per_dim(sde, score_fn, xb, dequant_draws=dequant_draws,
+                                       generator=gen, **kw)
+            bpds.append(res.bpd.detach().cpu())
+        else:
+            res = solvers.log_likelihood(sde, score_fn, xb, generator=gen, **kw)
+        nlls.append(res.nll.detach().cpu())
+        nfe += int(res.nfe)
+    parts = distributed.gather_to_main((nlls, bpds, nfe), ctx)
+    if parts is None:
+        return None
+    bpd = [b for p in parts for b in p[1]]
+    return _report(torch.cat([v for p in parts for v in p[0]]), torch.cat(bpd) if bpd else None,
+                   sum(p[2] for p in parts), x, true_log_prob)
 
 
 def sample_picture(samples: Tensor, data: Dataset, path: Path, *, title: str = "") -> Path:

@@ -6,6 +6,12 @@ the batch indices, one for times and noise) plus torch's global RNG (dropout); t
 every checkpoint, and the learning rate is a pure function of the step. A run resumed from a
 checkpoint therefore takes exactly the steps the uninterrupted run takes (bit for bit on CPU).
 Evaluation uses its own generator, seeded from the step, so it never shifts the training stream.
+
+Under torchrun (several processes) the model is wrapped in DistributedDataParallel; every rank
+draws the same global batch from the shared generators and trains on its slice of it, so N ranks
+take the steps of one process (see `scoresde.distributed`). Torch's global RNG (dropout) is seeded
+per rank from the run seed. Only rank 0 logs, evaluates, draws pictures and writes checkpoints,
+which hold the unwrapped model: a checkpoint of N ranks resumes in any number of processes.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import models
-from scoresde import plots
+from scoresde import distributed, plots
 from scoresde.baselines import gmm_bits_per_dim
 from scoresde.build import (
     CHECKPOINT_DIR,
@@ -40,7 +46,7 @@ from scoresde.config import validate_train
 from scoresde.data import Dataset
 from scoresde.evaluate import evaluate
 from scoresde.metrics import MetricsLogger, read_metrics, truncate_metrics
-from sde_lib import dsm_loss
+from sde_lib import dsm_loss, sample_time
 
 # settings that may change when a run is resumed; anything else must match the saved config
 RESUMABLE = ("train.steps", "train.progress", "train.log_every", "eval.", "checkpoint.", "logger.",
@@ -58,6 +64,7 @@ class TrainResult:
         checkpoint: the last checkpoint written.
         metrics: the final evaluation's metrics (empty if interrupted).
         pictures: the pictures written at the end.
+        model: the trained network (unwrapped from DDP; every rank holds the same weights).
     """
 
     run_dir: Path
@@ -66,6 +73,7 @@ class TrainResult:
     checkpoint: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
     pictures: list[Path] = field(default_factory=list)
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
 
 def learning_rate(step: int, *, lr: float, warmup: int, steps: int, cosine: bool) -> float:
@@ -81,6 +89,16 @@ def dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     k = torch.round((x + 1) * 127.5)
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return (k + u) / 128.0 - 1.0
+
+
+class _NoLogger:
+    """The logger of the ranks other than 0."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _StopFlag:
@@ -176,13 +194,15 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         CheckpointError: the latest checkpoint cannot be read.
     """
     validate_train(cfg)
-    run_dir = Path(run_dir)
+    ctx = distributed.context()
+    mine = distributed.split_batch(cfg.train.batch_size, ctx)
+    run_dir = Path(distributed.broadcast_from_main(str(run_dir), ctx))
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir, pic_dir = run_dir / CHECKPOINT_DIR, run_dir / "pictures"
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     cfg_dict["run"] = str(run_dir)
     t, ev = cfg.train, cfg.eval
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(resolve_device(cfg.device), ctx)
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -207,11 +227,21 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         opt.load_state_dict(state["optimizer"])
         _set_rng_states(state["rng"], gens)
         step = int(state["step"])
-        truncate_metrics(run_dir, step)
-        print(f"resuming {run_dir} from {last.name} (step {step} of {t.steps})")
-    OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
+        if ctx.is_main:
+            truncate_metrics(run_dir, step)
+        if ctx.is_main:
+            print(f"resuming {run_dir} from {last.name} (step {step} of {t.steps})")
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        torch.manual_seed(distributed.rank_seed(cfg.seed + step, ctx.rank))
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if ctx.is_main:
+        OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
 
-    def checkpoint() -> Path:
+    def checkpoint() -> Path | None:
+        if not ctx.is_main:
+            return None
         state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                  "optimizer": opt.state_dict(), "rng": _rng_states(gens), "config": cfg_dict,
                  "data_shape": list(data.shape)}
@@ -228,14 +258,15 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
 
     logger = MetricsLogger(run_dir, backend=cfg.logger.backend, mode=cfg.logger.mode,
                            project=cfg.logger.project, entity=cfg.logger.entity,
-                           name=cfg.get("name"), config=cfg_dict)
+                           name=cfg.get("name"), config=cfg_dict) if ctx.is_main else _NoLogger()
     train_x = data.train.to(device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and device.type == "cuda" \
         else nullcontext()
     flag = _StopFlag()
     saved: Path | None = last
     window: list[float] = []
-    bar = tqdm(total=t.steps, initial=step, disable=not t.progress, dynamic_ncols=True,
+    bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and ctx.is_main),
+               dynamic_ncols=True,
                desc=f"train {data.name}", unit="step")
     tick = started = time.perf_counter()
     try:
@@ -246,15 +277,27 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                                    cosine=t.cosine_decay)
                 for group in opt.param_groups:
                     group["lr"] = lr
+                # the global batch, drawn alike on every rank; this rank trains on its slice
                 idx = torch.randint(train_x.shape[0], (t.batch_size,), generator=gens["data"])
                 x0 = train_x[idx.to(device)]
                 if data.quantized:
                     x0 = dequantize(x0, gens["noise"])
+                times = sample_time(sde, t.batch_size, t_eps=t.t_eps,
+                                    importance=t.importance_sampling, generator=gens["noise"],
+                                    dtype=x0.dtype, device=device)
+                noise = torch.randn(x0.shape, generator=gens["noise"], dtype=x0.dtype,
+                                    device=device)
                 with amp:
-                    loss = dsm_loss(model, sde, x0, weighting=t.weighting, t_eps=t.t_eps,
-                                    importance_sampling=t.importance_sampling,
-                                    generator=gens["noise"])
-                value = loss.item()
+                    loss = dsm_loss(net, sde, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
+                                    importance_sampling=t.importance_sampling, t=times[mine],
+                                    noise=noise[mine])
+                if ctx.distributed:  # the global mean loss, and whether any rank was signalled
+                    both = distributed.all_reduce_sum(torch.stack(
+                        [loss.detach().float(), torch.tensor(float(flag.signum is not None),
+                                                             device=device)]), ctx)
+                    value, stop = both[0].item() / ctx.world_size, both[1].item() > 0
+                else:
+                    value = loss.item()
                 if not math.isfinite(value):
                     raise FloatingPointError(
                         f"the training loss is {value} at step {step + 1} (lr {lr:.3g}); lower "
@@ -278,17 +321,21 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                     window, tick = [], now
                 if callback is not None:
                     callback(step, value)
-                if flag.signum is not None:
+                if (stop if ctx.distributed else flag.signum is not None):
                     saved = checkpoint()
                     bar.close()
-                    print(f"stopped by {signal.Signals(flag.signum).name} at step {step}; saved "
-                          f"{saved}. Run the same command with run={run_dir} to resume.")
-                    return TrainResult(run_dir, step, True, saved)
+                    if ctx.is_main:
+                        name = signal.Signals(flag.signum).name if flag.signum else "a signal"
+                        print(f"stopped by {name} at step {step}; saved {saved}. Run the same "
+                              f"command with run={run_dir} to resume.")
+                    return TrainResult(run_dir, step, True, saved, model=model)
                 if step % cfg.checkpoint.every == 0 or step == t.steps:
                     saved = checkpoint()
-                if ev.every and step % ev.every == 0 and step < t.steps:
+                if ev.every and step % ev.every == 0 and step < t.steps and ctx.is_main:
                     run_eval(f"step{step:08d}")
         bar.close()
+        if not ctx.is_main:
+            return TrainResult(run_dir, step, False, None, model=model)
         train_seconds = time.perf_counter() - started
         metrics, pics = run_eval("final")
         metrics.update(train_seconds=train_seconds,
@@ -302,7 +349,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         records = read_metrics(run_dir, "train")
         pics.append(plots.loss_curve([r["step"] for r in records], [r["loss"] for r in records],
                                      pic_dir / "loss.png"))
-        return TrainResult(run_dir, step, False, saved, metrics, pics)
+        return TrainResult(run_dir, step, False, saved, metrics, pics, model)
     finally:
         bar.close()
         logger.close()
