@@ -31,6 +31,7 @@ def _losses(run):
 def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", f"run={a}", *FAST]) == 0
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when started in the background
 
     def interrupt(step, loss):
         if step == 3:
@@ -40,7 +41,7 @@ def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys):
     assert res.interrupted and res.step == 3
     assert "stopped by SIGINT at step 3" in capsys.readouterr().out
     assert load_checkpoint(b / "checkpoints" / "ckpt_00000003.pt")["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
     assert main(["train", f"run={b}", *FAST]) == 0  # the same command resumes
     assert "resuming" in capsys.readouterr().out
