@@ -14,6 +14,8 @@ from solvers.adaptive import adaptive_sde
 from solvers.ddim import ddim, ddpm_ancestral
 from solvers.edm import heun
 from solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
+from solvers.guidance import cfg, classifier_guidance
+from solvers.inpainting import impute
 from solvers.likelihood import bits_per_dim, log_likelihood, nll_bound
 from solvers.ode import probability_flow
 from solvers.result import CountingScore, SampleResult
@@ -26,4 +28,5 @@ __all__ = [
     "ddpm_ancestral", "torchsde_reverse", "dpm_solver_multistep", "dpm_solver_singlestep", "heun",
     "adaptive_sde",
     "log_likelihood", "bits_per_dim", "nll_bound",
+    "cfg", "classifier_guidance", "impute",
 ]

@@ -1,0 +1,105 @@
+"""A noise-conditional classifier p_t(y | x_t) for classifier guidance, and its training loss.
+
+The classifier sees the same noisy data as the score network: x_t = alpha(t) x_0 + sigma(t) z with
+t ~ U(t_eps, T), and learns p_t(y | x_t) by cross-entropy. Its logits serve directly as the
+`log_prob_y_fn(x, t)` of `solvers.guidance.classifier_guidance`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.embeddings import batch_time, time_features
+from models.mlp import ResidualMLPBlock
+from sde_lib import SDE, append_dims, sample_time
+
+
+class NoisyClassifier(nn.Module):
+    """Residual MLP c(x, t) -> (B, num_classes) logits of p_t(y | x_t), for data of shape (B, dim).
+
+    x -> Linear -> depth x ResidualMLPBlock(time embedding) -> LayerNorm, SiLU, Linear.
+
+    Args:
+        dim: the data dimension d.
+        num_classes: the number of classes K (>= 2).
+        hidden: the width of the residual stream.
+        depth: the number of residual blocks (>= 1).
+        embed_dim: the size of the time features (even).
+        time_embedding: "fourier" or "sinusoidal".
+        fourier_scale: the std of the Fourier frequencies (per unit of t).
+    """
+
+    def __init__(self, dim: int, num_classes: int, *, hidden: int = 128, depth: int = 2,
+                 embed_dim: int = 64, time_embedding: str = "fourier",
+                 fourier_scale: float = 16.0):
+        super().__init__()
+        for name, value, low in (("dim", dim, 1), ("num_classes", num_classes, 2),
+                                 ("hidden", hidden, 1), ("depth", depth, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.dim, self.num_classes = dim, num_classes
+        self.time_embed = nn.Sequential(
+            time_features(time_embedding, embed_dim, fourier_scale=fourier_scale),
+            nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList(ResidualMLPBlock(hidden) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """Class logits of p_t(y | x_t).
+
+        Args:
+            x: (B, dim) noisy data x_t.
+            t: (B,) times in [0, T] (or a float for the whole batch).
+
+        Returns:
+            (B, num_classes) logits.
+        """
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, dim) = (B, {self.dim}), got {tuple(x.shape)}")
+        emb = self.time_embed(batch_time(t, x))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(h)
+
+
+def classifier_loss(classifier: nn.Module, sde: SDE, x0: Tensor, y: Tensor, *,
+                    t_eps: float = 1e-5, generator: torch.Generator | None = None) -> Tensor:
+    """Cross-entropy of a noise-conditional classifier on noised data:
+
+        E_{t ~ U(t_eps, T)} E_{z} [-log c_y(alpha(t) x0 + sigma(t) z, t)].
+
+    Args:
+        classifier: classifier(x_t (B, *D), t (B,)) -> (B, K) logits.
+        sde: the forward SDE whose marginal noises x0.
+        x0: (B, *D) clean data.
+        y: (B,) integer labels in [0, K).
+        t_eps: the smallest training time.
+        generator: source of t and z.
+
+    Returns:
+        The scalar mean loss (differentiable in the classifier's parameters).
+
+    Raises:
+        ValueError: y not a (B,) integer tensor, labels outside [0, K), or logits not (B, K).
+    """
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.shape != (x0.shape[0],):
+        raise ValueError(f"y must be an integer tensor of shape (B,) = ({x0.shape[0]},), got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} of shape "
+                         f"{tuple(getattr(y, 'shape', ()))}")
+    t = sample_time(sde, x0.shape[0], t_eps=t_eps, generator=generator, dtype=x0.dtype,
+                    device=x0.device)
+    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=generator.device
+                    if generator is not None else x0.device).to(x0.device)
+    x_t = append_dims(sde.alpha(t), x0.ndim) * x0 + append_dims(sde.sigma(t), x0.ndim) * z
+    logits = classifier(x_t, t)
+    if logits.ndim != 2 or logits.shape[0] != x0.shape[0]:
+        raise ValueError(f"classifier must return (B, K) logits with B = {x0.shape[0]}, got "
+                         f"{tuple(logits.shape)}")
+    if bool((y < 0).any()) or bool((y >= logits.shape[1]).any()):
+        raise ValueError(f"y must lie in [0, K) = [0, {logits.shape[1]}), got values in "
+                         f"[{y.min().item()}, {y.max().item()}]")
+    return F.cross_entropy(logits, y.long())
