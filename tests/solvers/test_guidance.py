@@ -5,8 +5,9 @@ classifier is the mixture's posterior p_t(k | x)."""
 import pytest
 import torch
 
+from models import MLP, ScoreModel
 from sde_lib import VPSDE, GaussianMixture
-from solvers import euler_maruyama
+from solvers import ddim, euler_maruyama
 from solvers.guidance import cfg, classifier_guidance
 
 D64 = torch.float64
@@ -79,6 +80,25 @@ def test_cfg_calls_the_network_once_per_evaluation():
     score_y = LabelScore(SEPARATED)
     result = euler_maruyama(SDE, cfg(score_y, 0, 2.0, null_label=3), x, steps=7)
     assert result.nfe == score_y.calls == 7
+
+
+def test_cfg_over_a_class_conditional_score_model():
+    """With a class-conditional ScoreModel (random output layer, so the label matters), the
+    batched guided score equals s(null) + w (s(y) - s(null)) from separate calls, labels may
+    differ per sample, and a sampler takes the guided score as is."""
+    torch.manual_seed(0)
+    net = MLP(2, hidden=16, depth=1, embed_dim=8, num_classes=3).double()
+    torch.nn.init.normal_(net.out[-1].weight)
+    model = ScoreModel(net, SDE, prediction="eps")
+    x = torch.randn(6, 2, dtype=D64)
+    t, y = torch.full((6,), 0.3, dtype=D64), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        s_y, s_null = model(x, t, y), model(x, t, torch.full((6,), 3))
+        guided = cfg(model, y, 2.5, null_label=3)(x, t)
+    torch.testing.assert_close(guided, s_null + 2.5 * (s_y - s_null), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(s_y, s_null)
+    result = ddim(SDE, cfg(model, y, 2.5, null_label=3), x, steps=3)
+    assert result.nfe == 3 and result.x.shape == x.shape and bool(torch.isfinite(result.x).all())
 
 
 def sample(score_fn, n=2000, steps=100, seed=1):

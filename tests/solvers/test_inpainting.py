@@ -3,7 +3,6 @@ mixtures with exact scores: x2 given x1 = a mixture in x2 with weights p(k | x1)
 
 import pytest
 import torch
-
 from solver_oracles import exact_score
 
 from sde_lib import VPSDE, GaussianMixture
