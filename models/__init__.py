@@ -5,7 +5,7 @@ The network's time input and the meaning of each prediction are written down in
 """
 
 from models import parameterization
-from models.classifier import NoisyClassifier, classifier_loss
+from models.classifier import NoisyClassifier, NoisyConvClassifier, classifier_loss
 from models.ema import EMA
 from models.embeddings import GaussianFourierFeatures, LabelEmbedding, SinusoidalFeatures
 from models.mlp import MLP
@@ -16,5 +16,5 @@ from models.unet import UNet
 __all__ = [
     "MLP", "UNet", "ScoreModel", "Prediction", "EMA", "PREDICTIONS", "parameterization",
     "GaussianFourierFeatures", "SinusoidalFeatures", "LabelEmbedding",
-    "NoisyClassifier", "classifier_loss",
+    "NoisyClassifier", "NoisyConvClassifier", "classifier_loss",
 ]

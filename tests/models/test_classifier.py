@@ -4,7 +4,7 @@ data reaches the Bayes accuracy given by the exact posterior p_t(k | x_t), and g
 import pytest
 import torch
 
-from models import NoisyClassifier, classifier_loss
+from models import NoisyClassifier, NoisyConvClassifier, classifier_loss
 from sde_lib import VPSDE, GaussianMixture
 from solvers import euler_maruyama
 from solvers.guidance import classifier_guidance
@@ -63,6 +63,44 @@ def test_trained_classifier_guides_like_the_exact_one(trained):
     assert guided_purity(trained, 2.0) > 0.95
 
 
+def stripes_mixture():
+    """8x8 images: horizontal or vertical stripes of either sign (4 components, std 0.3); the
+    class is the orientation, component // 2."""
+    h = torch.where(torch.arange(8) % 2 == 0, 0.5, -0.5)[:, None].expand(8, 8)
+    return GaussianMixture(torch.stack([h, -h, h.T, -h.T])[:, None], 0.3)
+
+
+def test_conv_classifier_learns_noisy_images():
+    """NoisyConvClassifier, 300 Adam steps of batch 64 on the stripes mixture, 2000 noised images
+    per time; Bayes classifier: class posterior = the sum of its two components' posteriors.
+    At t = 0.05 its accuracy equals the Bayes accuracy (1.0) to 0.02; at t = 0.3 it is above 0.8
+    (measured 0.872; 0.77-0.94 with 150-400 steps, Bayes 0.975: brief training leaves a gap at
+    higher noise), far above chance (0.5)."""
+    torch.manual_seed(0)
+    gm, sde = stripes_mixture(), SDE
+    clf = NoisyConvClassifier(1, 2, width=16, depth=2, embed_dim=16)
+    opt = torch.optim.Adam(clf.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        x0, k = gm.sample(64, generator=g, return_components=True)
+        loss = classifier_loss(clf, sde, x0, k // 2, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    accuracy, bayes = {}, {}
+    for t in (0.05, 0.3):
+        x0, k = gm.sample(2000, generator=g, return_components=True)
+        tt = torch.full((2000,), t)
+        x_t = sde.alpha(tt)[:, None, None, None] * x0 + sde.sigma(tt)[:, None, None, None] * (
+            torch.randn(x0.shape, generator=g))
+        post = gm.posterior(x_t, tt, sde).reshape(-1, 2, 2).sum(-1)
+        bayes[t] = (post.argmax(1) == k // 2).float().mean().item()
+        with torch.no_grad():
+            accuracy[t] = (clf(x_t, tt).argmax(1) == k // 2).float().mean().item()
+    assert abs(accuracy[0.05] - bayes[0.05]) < 0.02
+    assert accuracy[0.3] > 0.8
+
+
 def test_shapes_and_validation():
     clf = NoisyClassifier(2, 3, hidden=16, depth=1, embed_dim=8)
     x, y = torch.zeros(5, 2), torch.tensor([0, 1, 2, 0, 1])
@@ -77,3 +115,7 @@ def test_shapes_and_validation():
         classifier_loss(clf, SDE, x, torch.tensor([0, 1, 3, 0, 1]))
     with pytest.raises(ValueError, match="y must be an integer tensor"):
         classifier_loss(clf, SDE, x, y.float())
+    conv = NoisyConvClassifier(3, 4, width=8, depth=2, embed_dim=8)
+    assert conv(torch.zeros(2, 3, 8, 12), torch.tensor([0.1, 0.9])).shape == (2, 4)
+    with pytest.raises(ValueError, match="divisible"):
+        conv(torch.zeros(2, 3, 6, 6), 0.5)
