@@ -49,7 +49,8 @@ def _train(cfg: DictConfig) -> None:
     from scoresde.train import train
 
     try:
-        res = train(cfg, _run_dir())
+        with distributed.process_group():  # joined already under torchrun; submitit jobs join here
+            res = train(cfg, _run_dir())
     except (ValueError, CheckpointError, FloatingPointError) as err:
         _fail(err)
     if res.interrupted:
@@ -84,7 +85,8 @@ def _sample(cfg: DictConfig) -> None:
     from scoresde.commands import sample
 
     try:
-        sample(cfg)
+        with distributed.process_group():
+            sample(cfg)
     except ValueError as err:
         _fail(err)
 
@@ -94,7 +96,8 @@ def _likelihood(cfg: DictConfig) -> None:
     from scoresde.commands import likelihood
 
     try:
-        likelihood(cfg)
+        with distributed.process_group():
+            likelihood(cfg)
     except ValueError as err:
         _fail(err)
 

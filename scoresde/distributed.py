@@ -1,8 +1,9 @@
 """Several processes: the torchrun environment, the process group, shards and seeds.
 
 Nothing here stands in for torch.distributed; it only reads what `torchrun` sets (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and keeps the single-process path free of it:
-without WORLD_SIZE > 1 no process group is made and every helper is the identity.
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; in a job of several tasks started by hydra's
+submitit launcher, submitit sets them) and keeps the single-process path free of it: without WORLD_SIZE > 1 no
+process group is made and every helper is the identity.
 
 - Training (`scoresde.train`): every rank draws the same global batch (indices, times, noise) from
   generators seeded by the run seed and takes its contiguous slice of `train.batch_size / world`
@@ -60,6 +61,17 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _export_slurm_env() -> None:
+    """Several tasks of a SLURM job started by submitit (hydra's submitit launcher with
+    tasks_per_node > 1): let submitit set torchrun's variables, one rank per task."""
+    if ("WORLD_SIZE" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm"
+            or int(os.environ.get("SLURM_NTASKS", "1")) <= 1):
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export()
+
+
 def init_from_env(timeout_s: float = 1800.0) -> Context:
     """Join the process group described by torchrun's variables (idempotent).
 
@@ -67,7 +79,10 @@ def init_from_env(timeout_s: float = 1800.0) -> Context:
     ("cpu:gloo,cuda:nccl"), so `device=cpu` still works on a GPU node. Each process uses the GPU
     of its LOCAL_RANK.
     """
-    if dist.is_initialized() or not launched_by_torchrun():
+    if dist.is_initialized():
+        return context()
+    _export_slurm_env()
+    if not launched_by_torchrun():
         return context()
     backend = "gloo"
     if torch.cuda.is_available():
