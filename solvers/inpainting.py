@@ -12,18 +12,23 @@ Design: `impute` wraps any grid-based sampler without copying it. It resolves th
 runs the sampler on each two-point sub-grid [t_i, t_{i+1}], replacing the known part between the
 calls, so a one-step scheme (Euler-Maruyama, predictor-corrector, DDIM, DDPM ancestral, Heun, ...)
 takes exactly the steps it would take on ts, and the NFE adds up exactly. Multistep schemes
-(dpm_solver_multistep) restart on each sub-grid and so run at their first order.
+(dpm_solver_multistep) restart on each sub-grid and so run at their first order; samplers with
+their own inner steps (probability_flow, torchsde_reverse) take them inside each sub-grid; a
+sampler without a grid (adaptive_sde) is refused.
 
-The replacement method is an approximation: at time t it follows the score of p_t(x_unknown | x_t^known)
-averaged over the fresh draw of x_t^known, not of p_t(x_unknown | x_0^known); the two agree as
-t -> 0, and the bias left is measured in tests/solvers/test_inpainting.py. Two remedies shrink it,
-both measured there: Langevin corrector steps (`predictor_corrector` as the sampler), which let the
-unknown part relax towards p_t(x_unknown | x_t^known) at each time, and RePaint's resampling
-(`resample` > 0), which noises each step back and redoes it.
+The replacement method is approximate: at time t the unknown part follows the score of
+p_t(x_unknown | x_t^known) for a fresh draw of x_t^known, not that of p_t(x_unknown | x_0^known).
+It is exact when the known and unknown parts are independent, and biased when they are
+correlated: for x2 | x1 = 1 on a 2-D mixture with conditional mean 1.00, Euler-Maruyama with
+replacement gives 0.68 (tests/solvers/test_inpainting.py). Two remedies remove most of it there:
+Langevin corrector steps (`predictor_corrector`, n_steps=5: 0.99), which let the unknown part relax
+at each time, and RePaint's resampling (`resample=10`: 1.01), which noises each step back and
+redoes it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -134,12 +139,12 @@ def impute(sampler: Sampler, sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[in
         calls, the sum of the sampler's NFE over the N sub-grids.
 
     Raises:
-        ValueError: known or mask of the wrong shape, mask values other than 0 and 1, or a
-            setting that `impute` owns (denoise, callback, return_trajectory inside settings).
+        ValueError: a sampler without a `ts` argument, known or mask of the wrong shape, mask
+            values other than 0 and 1, resample < 0, or denoise=True.
     """
-    if not callable(sampler):
-        raise ValueError(f"sampler must be a callable sampler(sde, score_fn, x_T, ts=...), got "
-                         f"{sampler!r}")
+    if not callable(sampler) or "ts" not in inspect.signature(sampler).parameters:
+        raise ValueError(f"sampler must be a grid-based sampler(sde, score_fn, x_T, ts=...), got "
+                         f"{getattr(sampler, '__name__', sampler)!r}")
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 0:
         raise ValueError(f"resample must be an int >= 0, got {resample!r}")
     if settings.get("denoise"):

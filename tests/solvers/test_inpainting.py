@@ -6,7 +6,7 @@ import torch
 from solver_oracles import exact_score
 
 from sde_lib import VPSDE, GaussianMixture
-from solvers import ddim, euler_maruyama, heun, predictor_corrector
+from solvers import adaptive_sde, ddim, euler_maruyama, heun, predictor_corrector
 from solvers.inpainting import impute
 
 D64 = torch.float64
@@ -114,6 +114,8 @@ def test_validation():
         impute(ddim, SDE, score, x_T, torch.zeros(2, dtype=torch.long), mask, steps=2)
     with pytest.raises(ValueError, match="resample"):
         impute(ddim, SDE, score, x_T, known, mask, steps=2, resample=-1)
+    with pytest.raises(ValueError, match="grid-based sampler"):
+        impute(adaptive_sde, SDE, score, x_T, known, mask, steps=2)
     with pytest.raises(ValueError, match="denoise"):
         impute(euler_maruyama, SDE, score, x_T, known, mask, steps=2, denoise=True)
 
