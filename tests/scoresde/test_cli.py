@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
+from tiny_runs import TINY
 
 from scoresde.cli import main
 

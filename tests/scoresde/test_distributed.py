@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY
+from tiny_runs import TINY
 
 from scoresde import commands, distributed
 from scoresde.checkpoint import load_checkpoint

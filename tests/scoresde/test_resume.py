@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from conftest import TINY
+from tiny_runs import TINY
 
 from scoresde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from scoresde.cli import main
