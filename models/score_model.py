@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from models.parameterization import check_prediction, convert, eps_and_x0
-from sde_lib import SDE
-from sde_lib._shapes import time_for
+from sde_lib import SDE, time_for
 
 
 @dataclass

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+import torch
 from torch import Tensor
+
+from solvers.likelihood import dequantize
 
 
 @dataclass
@@ -28,11 +30,6 @@ class GMMBaseline:
     n_components: int
 
 
-def _dequantize(x: Tensor, rng: np.random.Generator) -> np.ndarray:
-    k = np.rint((x.flatten(1).double().numpy() + 1) * 127.5)
-    return (k + rng.random(k.shape)) / 128.0 - 1.0
-
-
 def gmm_bits_per_dim(train: Tensor, test: Tensor, *, components: tuple[int, ...] = (1, 5, 10, 20),
                      seed: int = 0) -> GMMBaseline:
     """Fit GaussianMixture(K) on dequantized `train` (K picked on a 20% validation split), refit
@@ -40,8 +37,8 @@ def gmm_bits_per_dim(train: Tensor, test: Tensor, *, components: tuple[int, ...]
     """
     from sklearn.mixture import GaussianMixture
 
-    rng = np.random.default_rng(seed)
-    xtr, xte = _dequantize(train, rng), _dequantize(test, rng)
+    g = torch.Generator().manual_seed(seed)
+    xtr, xte = (dequantize(x.double(), generator=g)[0].flatten(1).numpy() for x in (train, test))
     d = xtr.shape[1]
     n_val = max(1, len(xtr) // 5)
     fit, val = xtr[n_val:], xtr[:n_val]

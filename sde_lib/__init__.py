@@ -1,7 +1,7 @@
 """Forward SDEs of score-based diffusion, their marginals and reverses, the denoising score-matching
 loss, and a Gaussian mixture with exact noised densities. Depends on torch only."""
 
-from sde_lib._shapes import append_dims
+from sde_lib._shapes import append_dims, check_t_eps, time_for
 from sde_lib.base import SDE
 from sde_lib.loss import dsm_loss, sample_time, time_density, weighting_fn
 from sde_lib.mixture import GaussianMixture
@@ -11,5 +11,5 @@ from sde_lib.vp import VPSDE, SubVPSDE
 
 __all__ = [
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "LinearSchedule", "CosineSchedule", "GaussianMixture",
-    "dsm_loss", "sample_time", "time_density", "weighting_fn", "append_dims",
+    "dsm_loss", "sample_time", "time_density", "weighting_fn", "append_dims", "check_t_eps", "time_for",
 ]

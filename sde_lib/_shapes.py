@@ -47,6 +47,16 @@ def as_time(t: float | Tensor, T: float, *, like: Tensor | None = None) -> Tenso
     return t
 
 
+def check_t_eps(sde, t_eps: float) -> None:
+    """Validate a time cutoff: a number in [0, T) of `sde`.
+
+    Raises:
+        ValueError: t_eps is not a number in [0, T).
+    """
+    if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not 0 <= t_eps < sde.T:
+        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
+
+
 def time_for(x: Tensor, t: float | Tensor, T: float) -> Tensor:
     """Validate t for a batch x of shape (B, *D) and return it as a (B,) tensor like x.
 

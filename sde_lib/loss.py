@@ -21,16 +21,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sde_lib._shapes import append_dims
+from sde_lib._shapes import append_dims, check_t_eps
 from sde_lib.base import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 WEIGHTINGS = ("sigma2", "likelihood", "none")
-
-
-def _check_t_eps(sde: SDE, t_eps: float) -> None:
-    if not (isinstance(t_eps, (int, float)) and 0 <= t_eps < sde.T):
-        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
 
 
 def _log_snr_range(sde: SDE, t_eps: float) -> tuple[float, float]:
@@ -46,7 +41,7 @@ def sample_time(sde: SDE, n: int, *, t_eps: float = 1e-5, importance: bool = Fal
     Returns:
         (n,) times of `dtype` (default dtype if None) on `device`.
     """
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     if importance and t_eps == 0 and bool(torch.isinf(sde.log_snr(0.0))):
         raise ValueError("importance sampling needs t_eps > 0 for this SDE (log-SNR is infinite "
                          "at t = 0); pass t_eps=1e-5")
@@ -63,7 +58,7 @@ def sample_time(sde: SDE, n: int, *, t_eps: float = 1e-5, importance: bool = Fal
 
 def time_density(sde: SDE, t: Tensor, *, t_eps: float = 1e-5, importance: bool = False) -> Tensor:
     """The density on [t_eps, T] that `sample_time` draws from, evaluated at t. Shape of t."""
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     if not importance:
         return torch.full_like(t, 1.0 / (sde.T - t_eps))
     hi, lo = _log_snr_range(sde, t_eps)
@@ -110,7 +105,7 @@ def dsm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, weighting: str = "sigma
     if x0.ndim < 2:
         raise ValueError(f"x0 must have shape (B, *D) with at least one data dim, got "
                          f"{tuple(x0.shape)}")
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     b = x0.shape[0]
     if t is None:
         t = sample_time(sde, b, t_eps=t_eps, importance=importance_sampling, generator=generator,

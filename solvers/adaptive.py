@@ -22,7 +22,7 @@ import torch
 import torchsde
 from torch import Tensor
 
-from sde_lib import SDE, append_dims
+from sde_lib import SDE, append_dims, check_t_eps
 from solvers.result import CountingScore, SampleResult, ScoreFn, initial_state
 from solvers.stepping import tweedie
 
@@ -51,8 +51,7 @@ def adaptive_sde(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, 
     for name, v in (("rtol", rtol), ("atol", atol), ("h_init", h_init)):
         if not (isinstance(v, (int, float)) and v > 0):
             raise ValueError(f"{name} must be a number > 0, got {v!r}")
-    if not (isinstance(t_eps, (int, float)) and 0 <= t_eps < sde.T):
-        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
+    check_t_eps(sde, t_eps)
     score = CountingScore(score_fn)
     x, nd, b = x_T, x_T.ndim, x_T.shape[0]
     seed = int(torch.randint(0, 2**62, (1,), generator=generator,

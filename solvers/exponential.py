@@ -18,6 +18,8 @@ Legend: m_i = x0_hat at ts[i]; r = ratio of consecutive log-SNR step lengths.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -91,7 +93,7 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
             x = ms[-1] * a_s
         else:
             h = c.lam[i + 1] - c.lam[i]
-            phi1 = torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()  # e^{-h} - 1
+            phi1 = math.expm1(-h)  # e^{-h} - 1
             x = (s_s / c.sigma[i]) * x - a_s * phi1 * ms[-1]
             if k >= 2:
                 r0 = (c.lam[i] - c.lam[i - 1]) / h
@@ -133,7 +135,7 @@ def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, 
     record.record(0, t_list[0], x)
 
     def phi1(h: float) -> float:
-        return torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()
+        return math.expm1(-h)
 
     for i in range(len(ts) - 1):
         a_t, s_t, a_s, s_s = c.alpha[i], c.sigma[i], c.alpha[i + 1], c.sigma[i + 1]

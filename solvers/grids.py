@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sde_lib import SDE
+from sde_lib import SDE, check_t_eps
 
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -28,22 +28,17 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
 
 
-def _check_t_eps(sde: SDE, t_eps: float) -> None:
-    if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not 0 <= t_eps < sde.T:
-        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
-
-
 def uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     """steps + 1 times uniform in t from T to t_eps. Returns (steps + 1,) float64."""
     _check_steps(steps)
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     return torch.linspace(sde.T, t_eps, steps + 1, dtype=torch.float64)
 
 
 def quadratic(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     """steps + 1 times t_eps + (T - t_eps) (i / steps)^2, i = steps..0. Returns (steps + 1,) float64."""
     _check_steps(steps)
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     u = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     return t_eps + (sde.T - t_eps) * u**2
 
@@ -54,7 +49,7 @@ def log_snr_uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     Needs a finite log_snr(t_eps) (t_eps > 0 for VP and sub-VP). Returns (steps + 1,) float64.
     """
     _check_steps(steps)
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     ends = sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64))
     if not bool(torch.isfinite(ends).all()):
         raise ValueError(f"t_eps must give a finite log-SNR for a log-SNR grid, got {t_eps!r}")

@@ -26,7 +26,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from sde_lib import SDE, append_dims, sample_time, time_density
+from sde_lib import SDE, append_dims, check_t_eps, sample_time, time_density
 from solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -96,11 +96,6 @@ def _check_batch(x: Tensor, name: str = "x") -> None:
 def _check_positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_t_eps(sde: SDE, t_eps: float) -> None:
-    if not (isinstance(t_eps, (int, float)) and 0 <= t_eps < sde.T):
-        raise ValueError(f"t_eps must lie in [0, T) = [0, {sde.T}), got {t_eps!r}")
 
 
 def _prior_log_prob(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
@@ -205,7 +200,7 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             the step and suggests looser tolerances), or score_fn returned non-finite values.
     """
     _check_batch(x)
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if divergence == "exact" and probes != 1:
@@ -374,7 +369,7 @@ def nll_bound(sde: SDE, score_fn: ScoreFn, x: Tensor, *, time_samples: int = 256
         BoundResult(bound (B,), stderr (B,), nfe).
     """
     _check_batch(x)
-    _check_t_eps(sde, t_eps)
+    check_t_eps(sde, t_eps)
     if not (isinstance(time_samples, int) and time_samples >= 2):
         raise ValueError(f"time_samples must be an int >= 2, got {time_samples!r}")
     b, n, dt = x.shape[0], x[0].numel(), x.dtype

@@ -6,7 +6,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from sde_lib import SDE
+from sde_lib import SDE, check_t_eps
 from solvers import grids
 from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
 
@@ -68,7 +68,7 @@ def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...],
             if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
                 raise ValueError(f"{name} must be a number > 0, got {tol!r}")
         if ts is None:
-            grids.uniform(sde, 1, t_eps=t_eps)  # validates t_eps
+            check_t_eps(sde, t_eps)
             ts = torch.tensor([sde.T, t_eps], dtype=torch.float64)
         ts = grids.check_grid(sde, ts)
     elif method in FIXED_METHODS:
