@@ -55,6 +55,14 @@ SOLVERS = {  # name: (sampler, expected global order)
     "dpm++2S": (lambda *a, **k: dpm_solver_singlestep(*a, order=2, **k), 2),
     "dpm++3S": (lambda *a, **k: dpm_solver_singlestep(*a, order=3, **k), 3),
     "heun": (heun, 2),
+    # UniPC: the corrector adds one order (UniC-p after a p-th order step); with order 3 the
+    # start-up step (order 1, corrected to 2: local error h^3) keeps the global order at 3.
+    "unipc1": (lambda *a, **k: dpm_solver_multistep(*a, order=1, corrector=True,
+                                                    lower_order_final=False, **k), 2),
+    "unipc2": (lambda *a, **k: dpm_solver_multistep(*a, order=2, corrector=True,
+                                                    lower_order_final=False, **k), 3),
+    "unipc3": (lambda *a, **k: dpm_solver_multistep(*a, order=3, corrector=True,
+                                                    lower_order_final=False, **k), 3),
 }
 
 
