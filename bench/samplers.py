@@ -1,17 +1,20 @@
 """Samplers on the exact-score Gaussian mixture, against diffusers' schedulers on the same eps model.
 
-    OMP_NUM_THREADS=1 python bench/samplers.py [--n 4000] [--quick]
+    OMP_NUM_THREADS=1 python bench/samplers.py [--n 2000] [--dims 2,16] [--sdes vp,ve] [--quick]
 
-Part 1, accuracy at NFE 5/10/20/50 on a linear VP SDE, from exact draws of p_T at T = 1 to
-t_eps = 1e-3, for a 2-D and a 64-D mixture:
+Part 1, accuracy at NFE 5/10/20/50 on the VP (linear) and VE SDEs, from exact draws of p_T at T = 1
+to t_eps = 1e-3, for mixtures in 2-D (3 components) and 16-D (4; --dims adds e.g. 64):
   ode_err  RMS over samples of ||x - x_ref|| / sqrt(d), x_ref the PF-ODE solution by dopri5 at
            rtol = atol = 1e-9 from the same x_T (deterministic samplers only);
-  sw2      sliced 2-Wasserstein distance (64 random directions) to fresh exact draws of p_t_eps;
-           its noise floor (exact draws against exact draws) is printed as "exact draws", and
-           that of the deterministic samplers' limit as "PF-ODE reference".
-diffusers gets alphas_cumprod[k] = alpha((k + 1) / 1000)^2 from our SDE (so its timestep k is our
-t = (k + 1) / 1000 and its last sigma, alphas_cumprod[0], is our t_eps), and the eps model
-eps(x, k) = -sigma(t) score(x, t).
+  sw2      sliced 2-Wasserstein distance (64 random directions) between the n samples and 50 000
+           fresh exact draws of p_t_eps (the n sorted projections against the draws' quantiles at
+           levels (i + 1/2) / n); its noise floor, n exact draws (mean +- sd over 10 sets), is
+           the "exact draws" row, and the deterministic samplers' limit the "PF-ODE reference" row.
+diffusers sees the VP view of the SDE: y = x / s(t) with s = sqrt(alpha^2 + sigma^2) (s = 1 for VP),
+alphas_cumprod[k] = alpha^2 / s^2 at t = (k + 1) / 1000 (so its timestep k is our t = (k + 1) / 1000
+and its last sigma, alphas_cumprod[0], our t_eps), and eps(y, k) = -sigma(t) score(s y, t). The
+PF-ODE in y is the PF-ODE in x, so the schedulers solve the same problem.
+The summary table gives, per NFE, the best ode_err of ours and of diffusers and their ratio.
 Part 2, per-step overhead: microseconds per step with a trivial score (-x), batch 1000 x 2,
 float32, 1000 steps, best of 3, for our loops, torchsde.sdeint and diffusers' step.
 """
@@ -28,10 +31,9 @@ import torch
 import torchsde
 
 import solvers
-from sde_lib import VPSDE, GaussianMixture
-from solvers import grids
+from sde_lib import SDE, VESDE, VPSDE, GaussianMixture
 
-N_TRAIN, T_EPS = 1000, 1e-3
+N_TRAIN, T_EPS, N_TRUE = 1000, 1e-3, 50_000
 
 
 def mixture(dim: int) -> GaussianMixture:
@@ -49,16 +51,22 @@ def exact_draw(gm, sde, n, t, g):
                                                             dtype=torch.float64)
 
 
-def sliced_w2(x, y, g, n_dirs=64):
+def sliced_w2(x, truth, n_dirs=64, seed=1):
+    """Sliced W2 between samples x (n, d) and many exact draws `truth` (M, d), M >> n."""
+    g = torch.Generator().manual_seed(seed)
     dirs = torch.randn(x.shape[1], n_dirs, generator=g, dtype=x.dtype)
     dirs = dirs / dirs.norm(dim=0)
-    px, py = (x @ dirs).sort(0).values, (y @ dirs).sort(0).values
+    px = (x @ dirs).sort(0).values
+    levels = (torch.arange(x.shape[0], dtype=x.dtype) + 0.5) / x.shape[0]
+    py = torch.quantile(truth @ dirs, levels, dim=0)
     return ((px - py) ** 2).mean().sqrt().item()
 
 
-def diffusers_sampler(cls, sde, score, x_T, nfe, **config):
+def diffusers_sampler(cls, sde: SDE, score, x_T, nfe, **config):
+    """Run a diffusers scheduler on the VP view of `sde` (module docstring); returns (x, NFE)."""
     t_k = torch.arange(1, N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
-    abar = sde.alpha(t_k) ** 2
+    scale = (sde.alpha(t_k) ** 2 + sde.sigma(t_k) ** 2).sqrt()
+    abar = (sde.alpha(t_k) / scale) ** 2
     betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
     sched = cls(num_train_timesteps=N_TRAIN, trained_betas=betas.numpy(), **config)
     sched.alphas_cumprod = abar.to(torch.float64)
@@ -66,96 +74,105 @@ def diffusers_sampler(cls, sde, score, x_T, nfe, **config):
         sched.alpha_t, sched.sigma_t = abar.sqrt(), (1 - abar).sqrt()
         sched.lambda_t = torch.log(sched.alpha_t) - torch.log(sched.sigma_t)
     sched.set_timesteps(nfe)
-    x, calls = x_T, 0
+    y, calls = x_T / scale[-1], 0
     for k in sched.timesteps.tolist():
-        t = torch.full((x.shape[0],), (k + 1) / N_TRAIN, dtype=x.dtype)
-        eps = -sde.sigma(t)[:, None] * score(x, t)
+        t = torch.full((y.shape[0],), (k + 1) / N_TRAIN, dtype=y.dtype)
+        eps = -sde.sigma(t)[:, None] * score(scale[k] * y, t)
         calls += 1
-        x = sched.step(eps, k, x).prev_sample
-    return x, calls
+        y = sched.step(eps, k, y).prev_sample
+    return scale[0] * y, calls
 
 
-def accuracy_table(dim, n, nfes, seed=0):
-    sde, gm = VPSDE(), mixture(dim)
+OURS_ODE = {  # name: sampler(sde, score, x_T, nfe) -> SampleResult or None (NFE not reachable)
+    "pf euler": lambda s, f, x, k: solvers.probability_flow(s, f, x, method="euler", steps=k),
+    "ddim (uniform t)": lambda s, f, x, k: solvers.ddim(s, f, x, steps=k),
+    "dpm++ 2M (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_multistep(s, f, x, order=2,
+                                                                              steps=k),
+    "dpm++ 3M (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_multistep(s, f, x, order=3,
+                                                                              steps=k),
+    "dpm++ 2S (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_singlestep(s, f, x, order=2,
+                                                                               steps=k // 2),
+    "dpm++ 3S (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_singlestep(
+        s, f, x, order=3, steps=max(k // 3, 1)),
+    "heun (Karras grid)": lambda s, f, x, k: solvers.heun(s, f, x, steps=k // 2),
+    "unipc 2 (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_multistep(
+        s, f, x, order=2, steps=k, corrector=True),
+    "unipc 3 (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_multistep(
+        s, f, x, order=3, steps=k, corrector=True),
+    "unipc 3 (uniform t)": lambda s, f, x, k: solvers.dpm_solver_multistep(
+        s, f, x, order=3, steps=k, corrector=True, grid="uniform"),
+    "unipc 3 (log-SNR window)": lambda s, f, x, k: solvers.dpm_solver_multistep(
+        s, f, x, order=3, steps=k, corrector=True, grid="log_snr_window"),
+    "dpm++ 3M (log-SNR window)": lambda s, f, x, k: solvers.dpm_solver_multistep(
+        s, f, x, order=3, steps=k, grid="log_snr_window"),
+}
+PEERS = {
+    "diffusers DDIM (trailing)": (diffusers.DDIMScheduler, dict(
+        set_alpha_to_one=False, clip_sample=False, timestep_spacing="trailing")),
+    "diffusers DPM-Solver++ 2M": (diffusers.DPMSolverMultistepScheduler, dict(
+        solver_order=2, algorithm_type="dpmsolver++", final_sigmas_type="sigma_min")),
+    "diffusers DPM-Solver++ 3M": (diffusers.DPMSolverMultistepScheduler, dict(
+        solver_order=3, algorithm_type="dpmsolver++", final_sigmas_type="sigma_min")),
+    "diffusers UniPC (bh2)": (diffusers.UniPCMultistepScheduler, dict(
+        solver_order=2, final_sigmas_type="sigma_min")),
+    "diffusers UniPC-3 (bh2)": (diffusers.UniPCMultistepScheduler, dict(
+        solver_order=3, final_sigmas_type="sigma_min")),
+}
+
+
+def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
+    """Rows (name, cells) of ode_err / sw2, and the best ode_err per NFE of ours and of diffusers."""
+    gm = mixture(dim)
 
     def score(x, t):
         return gm.score(x, t, sde)
 
     g = torch.Generator().manual_seed(seed)
     x_T = exact_draw(gm, sde, n, 1.0, g)
-    target = exact_draw(gm, sde, n, T_EPS, g)
+    truth = exact_draw(gm, sde, N_TRUE, T_EPS, g)
     ref = solvers.probability_flow(sde, score, x_T, rtol=1e-9, atol=1e-9, t_eps=T_EPS).x
-
-    def trailing(nfe):  # diffusers' DDIM "trailing" timesteps, then alphas_cumprod[0]
-        return torch.cat([grids.ddpm_subsequence(sde, nfe, spacing="trailing")[:-1],
-                          torch.tensor([T_EPS], dtype=torch.float64)])
-
-    ours = {
-        "euler_maruyama": (False, lambda k: solvers.euler_maruyama(sde, score, x_T, steps=k,
-                                                                   generator=g)),
-        "pc (rd + langevin)": (False, lambda k: solvers.predictor_corrector(
-            sde, score, x_T, steps=max(k // 2, 1), snr=0.1, generator=g)),
-        "ddpm_ancestral": (False, lambda k: solvers.ddpm_ancestral(
-            sde, score, x_T, ts=grids.uniform(sde, k), generator=g)),
-        "ddim eta=1": (False, lambda k: solvers.ddim(sde, score, x_T, steps=k, eta=1.0,
-                                                     generator=g)),
-        "torchsde euler": (False, lambda k: solvers.torchsde_reverse(
-            sde, score, x_T, steps=k - 1, generator=g)),
-        "pf euler": (True, lambda k: solvers.probability_flow(sde, score, x_T, method="euler",
-                                                              steps=k)),
-        "pf rk4 (log-SNR grid)": (True, lambda k: solvers.probability_flow(
-            sde, score, x_T, method="rk4", steps=k // 4, grid="log_snr") if k >= 4 else None),
-        "ddim (uniform t)": (True, lambda k: solvers.ddim(sde, score, x_T, steps=k)),
-        "ddim (log-SNR grid)": (True, lambda k: solvers.ddim(sde, score, x_T, steps=k,
-                                                             grid="log_snr")),
-        "ddim (trailing, = diffusers grid)": (True, lambda k: solvers.ddim(sde, score, x_T,
-                                                                           ts=trailing(k))),
-        "dpm++ 2M (log-SNR grid)": (True, lambda k: solvers.dpm_solver_multistep(
-            sde, score, x_T, order=2, steps=k)),
-        "dpm++ 3M (log-SNR grid)": (True, lambda k: solvers.dpm_solver_multistep(
-            sde, score, x_T, order=3, steps=k)),
-        "dpm++ 2S (log-SNR grid)": (True, lambda k: solvers.dpm_solver_singlestep(
-            sde, score, x_T, order=2, steps=k // 2)),
-        "dpm++ 3S (log-SNR grid)": (True, lambda k: solvers.dpm_solver_singlestep(
-            sde, score, x_T, order=3, steps=max(k // 3, 1))),
-        "heun (Karras grid)": (True, lambda k: solvers.heun(sde, score, x_T, steps=k // 2)),
+    stochastic = {
+        "euler_maruyama": lambda k: solvers.euler_maruyama(sde, score, x_T, steps=k, generator=g),
+        "ddpm_ancestral": lambda k: solvers.ddpm_ancestral(sde, score, x_T, steps=k, generator=g),
     }
-    peers = {
-        "diffusers DDIM (trailing)": (diffusers.DDIMScheduler, dict(
-            set_alpha_to_one=False, clip_sample=False, timestep_spacing="trailing")),
-        "diffusers DPM-Solver++ 2M": (diffusers.DPMSolverMultistepScheduler, dict(
-            solver_order=2, algorithm_type="dpmsolver++", final_sigmas_type="sigma_min")),
-        "diffusers DPM-Solver++ 3M": (diffusers.DPMSolverMultistepScheduler, dict(
-            solver_order=3, algorithm_type="dpmsolver++", final_sigmas_type="sigma_min")),
-        "diffusers UniPC (bh2)": (diffusers.UniPCMultistepScheduler, dict(
-            solver_order=2, final_sigmas_type="sigma_min")),
-    }
-    rows = []
+    rows, best = [], {"ours": [math.inf] * len(nfes), "diffusers": [math.inf] * len(nfes)}
 
-    def row(name, deterministic, results):
+    def row(name, results, kind=None):
         cells = []
-        for x, nfe in results:
+        for j, (x, nfe) in enumerate(results):
             if x is None:
                 cells.append("—")
                 continue
-            err = ((x - ref).norm(dim=1) / math.sqrt(dim)).pow(2).mean().sqrt().item()
-            sw = sliced_w2(x, target, torch.Generator().manual_seed(1))
-            cells.append((f"{err:.1e} / " if deterministic else "— / ") + f"{sw:.3f}"
-                         + ("" if nfe in nfes else f" ({nfe})"))
+            sw = sliced_w2(x, truth)
+            cell = f"{sw:.3f}"
+            if kind is not None:
+                err = ((x - ref).norm(dim=1) / math.sqrt(dim)).pow(2).mean().sqrt().item()
+                cell = f"{err:.1e} / {cell}"
+                if nfe <= nfes[j]:
+                    best[kind][j] = min(best[kind][j], err)
+            else:
+                cell = "— / " + cell
+            cells.append(cell + ("" if nfe == nfes[j] else f" ({nfe})"))
         rows.append((name, cells))
 
-    for name, (det, run) in ours.items():
-        results = []
+    def results_of(run):
+        out = []
         for k in nfes:
             r = run(k)
-            results.append((None, k) if r is None else (r.x, r.nfe))
-        row(name, det, results)
-    for name, (cls, cfg) in peers.items():
-        row(name, True, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes])
-    row("PF-ODE reference (dopri5, 1e-9)", True, [(ref, k) for k in nfes])
-    floor = sliced_w2(exact_draw(gm, sde, n, T_EPS, g), target, torch.Generator().manual_seed(1))
-    rows.append(("exact draws (noise floor)", [f"— / {floor:.3f}"] * len(nfes)))
-    return rows
+            out.append((None, k) if r is None else (r.x, r.nfe))
+        return out
+
+    for name, run in stochastic.items():
+        row(name, results_of(run))
+    for name, run in OURS_ODE.items():
+        row(name, results_of(lambda k, run=run: run(sde, score, x_T, k)), "ours")
+    for name, (cls, cfg) in PEERS.items():
+        row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes], "diffusers")
+    row("PF-ODE reference (dopri5, 1e-9)", [(ref, k) for k in nfes])
+    floor = torch.tensor([sliced_w2(exact_draw(gm, sde, n, T_EPS, g), truth) for _ in range(10)])
+    rows.append(("exact draws (noise floor: mean +- sd of 10)",
+                 [f"— / {floor.mean():.3f} +- {floor.std():.3f}"] * len(nfes)))
+    return rows, best
 
 
 def overhead_table(steps=1000, repeats=3):
@@ -216,25 +233,42 @@ def overhead_table(steps=1000, repeats=3):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4000, help="samples per run")
-    parser.add_argument("--quick", action="store_true", help="2-D only, NFE 10 and 50")
+    parser.add_argument("--n", type=int, default=2000, help="samples per run")
+    parser.add_argument("--dims", default="2,16", help="mixture dimensions, comma-separated")
+    parser.add_argument("--sdes", default="vp,ve", help="SDEs, comma-separated: vp, ve")
+    parser.add_argument("--quick", action="store_true", help="2-D VP only, NFE 10 and 50")
     args = parser.parse_args()
     torch.set_num_threads(1)
     nfes = [10, 50] if args.quick else [5, 10, 20, 50]
+    dims = [2] if args.quick else [int(d) for d in args.dims.split(",")]
+    sdes = {"vp": VPSDE, "ve": VESDE}
+    names = ["vp"] if args.quick else args.sdes.split(",")
     print(f"# machine: {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, diffusers {diffusers.__version__}, torchsde "
           f"{torchsde.__version__}, 1 thread; n = {args.n}\n")
-    for dim in ([2] if args.quick else [2, 64]):
-        print(f"## VP, {dim}-D mixture: ode_err / sw2 at NFE " + " / ".join(map(str, nfes)))
-        print("| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
-        print("|---|" + "---|" * len(nfes))
-        for name, cells in accuracy_table(dim, args.n, nfes):
-            print(f"| {name} | " + " | ".join(cells) + " |")
-        print()
+    summary = []
+    for name in names:
+        for dim in dims:
+            title = f"{name.upper()}, {dim}-D mixture"
+            rows, best = accuracy_table(sdes[name](), dim, args.n, nfes)
+            print(f"## {title}: ode_err / sw2 at NFE " + " / ".join(map(str, nfes)))
+            print("| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
+            print("|---|" + "---|" * len(nfes))
+            for row_name, cells in rows:
+                print(f"| {row_name} | " + " | ".join(cells) + " |")
+            print()
+            summary.append((title, best))
+    print("## best ode_err of ours / best of diffusers (ratio) at NFE " + " / ".join(map(str, nfes)))
+    print("| problem | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
+    for title, best in summary:
+        print(f"| {title} | " + " | ".join(f"{o:.1e} / {d:.1e} ({o / d:.2f})" for o, d in
+                                           zip(best["ours"], best["diffusers"])) + " |")
+    print()
     print("## per-step overhead, trivial score, batch 1000 x 2 float32, 1000 steps")
     print("| loop | us / step |\n|---|---|")
-    for name, us in overhead_table():
-        print(f"| {name} | {us:.0f} |")
+    for loop, us in overhead_table():
+        print(f"| {loop} | {us:.0f} |")
 
 
 if __name__ == "__main__":
