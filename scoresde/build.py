@@ -57,8 +57,26 @@ def build_sde(cfg: DictConfig) -> SDE:
     return sde
 
 
-def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...]) -> models.ScoreModel:
-    """The network of `cfg.model.net` sized for data of shape `data_shape`, in a ScoreModel.
+def conditional_classes(cfg: DictConfig, data: Dataset) -> int | None:
+    """The number of classes a run conditions on: the data's K if `cfg.conditional`, else None.
+
+    Raises:
+        ValueError: conditional training is asked for but the data have no labels.
+    """
+    if not cfg.get("conditional"):
+        return None
+    if data.num_classes is None:
+        raise ValueError(f"conditional=true needs class labels, but data {data.name!r} "
+                         f"({cfg.data._target_}) has none; use labelled data (ring, checkerboard, "
+                         "moons, digits, mnist, cifar10, an npz file with a 'y' array or an image "
+                         "folder with class subfolders) or drop conditional=true")
+    return data.num_classes
+
+
+def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...],
+                num_classes: int | None = None) -> models.ScoreModel:
+    """The network of `cfg.model.net` sized for data of shape `data_shape`, in a ScoreModel;
+    class-conditional on labels in [0, num_classes) if num_classes is given.
 
     Raises:
         ValueError: the network's input kind does not fit the data (e.g. a U-Net on 2-D points).
@@ -71,6 +89,8 @@ def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...]) -> model
         raise ValueError(f"model.input is 'image' (a U-Net for (C, H, W) images) but the data "
                          f"have shape {data_shape}; use model=mlp for points")
     size = {"dim": data_shape[0]} if kind == "vector" else {"in_channels": data_shape[0]}
+    if num_classes is not None:
+        size["num_classes"] = num_classes
     net = _instantiate(cfg.model.net, "model.net", **size)
     return models.ScoreModel(net, sde, prediction=cfg.model.prediction)
 
@@ -94,6 +114,7 @@ class TrainedRun:
         model: the score model with the checkpoint's weights (the EMA weights if asked), eval mode.
         checkpoint: the checkpoint file loaded.
         step: the training step of that checkpoint.
+        num_classes: the classes of a class-conditional run (its null label), else None.
     """
 
     cfg: DictConfig
@@ -101,6 +122,7 @@ class TrainedRun:
     model: models.ScoreModel
     checkpoint: Path
     step: int
+    num_classes: int | None = None
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, ema: bool = True,
@@ -123,11 +145,12 @@ def load_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, ema: 
     state = load_checkpoint(path, map_location="cpu")
     sde = build_sde(cfg)
     shape = tuple(state["data_shape"])
-    model = build_model(cfg, sde, shape)
+    num_classes = state.get("num_classes")
+    model = build_model(cfg, sde, shape, num_classes)
     try:
         model.load_state_dict(state["ema"]["module"] if ema else state["model"])
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model of "
                               f"{cfg_file}: {err}") from err
     return TrainedRun(cfg, sde, model.to(device).eval().requires_grad_(False), path,
-                      int(state["step"]))
+                      int(state["step"]), num_classes)

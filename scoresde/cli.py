@@ -71,6 +71,12 @@ def _train(cfg: DictConfig) -> None:
     if "gmm_bpd" in m:
         print(f"baseline, sklearn GaussianMixture({m['gmm_components']}, full covariance) on the "
               f"same dequantized data: {m['gmm_bpd']:.4f} +- {m['gmm_bpd_stderr']:.4f} bits/dim")
+    if "judge_test_accuracy" in m:
+        accs = ", ".join(f"{k.removeprefix('class_accuracy_w')}: {v:.3f}" for k, v in m.items()
+                         if k.startswith("class_accuracy_w"))
+        print(f"class-conditional samples judged to be of the asked-for class ({m['per_class']} "
+              f"per class), by guidance scale: {accs} (chance {m['chance']:.3f}; the judge's "
+              f"test accuracy {m['judge_test_accuracy']:.3f})")
     if "entropy" in m:
         gap = m["test_nll"] - m["entropy"] if "test_nll" in m else float("nan")
         print(f"true entropy: {m['entropy']:.4f} +- {m['entropy_stderr']:.4f} nats "

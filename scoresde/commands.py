@@ -2,7 +2,9 @@
 
 Both read `<run>/config.yaml` (written by `score-sde train`) to rebuild the SDE, the network and
 the data, then load the run's latest checkpoint (or `checkpoint=<file>`), the EMA weights unless
-`ema=false`.
+`ema=false`. `sample` takes `label=<class> guidance.scale=<w>` for a class-conditional run
+(classifier-free guidance; `scoresde.conditional`) and `inpaint.known=<file> inpaint.mask=<file>`
+to sample the unknown part given the known one (`scoresde.inpaint`); both go together.
 
 Under torchrun both commands share the work among the ranks (`scoresde.distributed`): each rank
 solves its blocks of samples or batches of points with the bare model, rank 0 gathers the results
@@ -20,7 +22,9 @@ from omegaconf import DictConfig
 from scoresde import distributed
 from scoresde import evaluate as ev
 from scoresde.build import build_data, build_solver, load_run, resolve_device
+from scoresde.conditional import guided_score
 from scoresde.config import validate_eval
+from scoresde.inpaint import inpainting_solver, load_inpainting
 from scoresde.metrics import MetricsLogger
 
 
@@ -31,10 +35,15 @@ def _set_threads(cfg: DictConfig, run_cfg: DictConfig) -> None:
 
 
 def sample(cfg: DictConfig) -> Path | None:
-    """Draw cfg.n samples with cfg.solver; write `<run>/samples/<solver>_<time>.{pt,png}`.
+    """Draw cfg.n samples with cfg.solver; write `<run>/samples/<name>_<time>.{pt,png}`, the name
+    made of the solver, `label<k>_w<scale>` for a label and `inpaint` when inpainting.
 
     Returns:
         The .pt file holding the (n, *D) samples (None on ranks other than 0).
+
+    Raises:
+        ValueError: a bad setting: a label of an unconditional run or out of range, inpainting
+            files that are unreadable or of the wrong shape, a solver without a grid for them.
     """
     validate_eval(cfg)
     ctx = distributed.context()
@@ -43,13 +52,23 @@ def sample(cfg: DictConfig) -> Path | None:
     _set_threads(cfg, run.cfg)
     solver = build_solver(cfg)
     data = build_data(run.cfg)
+    score_fn = guided_score(run.model, run.num_classes, cfg.label, cfg.guidance.scale,
+                            run=f"run {cfg.run}")
+    name = cfg.solver._target_.rsplit(".", 1)[-1]
+    if cfg.label is not None:
+        name += f"_label{cfg.label}_w{cfg.guidance.scale:g}"
+    inpainting = load_inpainting(cfg.inpaint, data.shape, cfg.n)
+    block_solver = None
+    if inpainting is not None:
+        block_solver = inpainting_solver(solver, inpainting)
+        name += "_inpaint"
     start = time.perf_counter()
-    x, nfe = ev.sharded_samples(run.sde, run.model, solver, cfg.n, data.shape, seed=cfg.seed,
-                                batch_size=cfg.batch_size, device=device, ctx=ctx)
+    x, nfe = ev.sharded_samples(run.sde, score_fn, solver, cfg.n, data.shape, seed=cfg.seed,
+                                batch_size=cfg.batch_size, device=device, ctx=ctx,
+                                block_solver=block_solver)
     seconds = time.perf_counter() - start
     if x is None:
         return None
-    name = cfg.solver._target_.rsplit(".", 1)[-1]
     out = Path(cfg.run) / "samples" / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(x.cpu(), out.with_suffix(".pt"))
@@ -58,6 +77,8 @@ def sample(cfg: DictConfig) -> Path | None:
     ranks = f" on {ctx.world_size} ranks" if ctx.distributed else ""
     print(f"{cfg.n} samples from {run.checkpoint.name} with {name}: {nfe} NFE, "
           f"{seconds:.1f} s{ranks}")
+    if inpainting is not None and cfg.solver.get("denoise"):
+        print("inpainting: solver.denoise is not applied (the known part is restored exactly)")
     print(f"samples: {out.with_suffix('.pt')}\npicture: {pic}")
     return out.with_suffix(".pt")
 

@@ -46,6 +46,7 @@ class TrainSettings:
     weighting: str = "likelihood"
     importance_sampling: bool = True
     t_eps: float = 1e-5
+    label_dropout: float = 0.1  # conditional runs: P(a label is replaced by the null label)
     amp: bool = False  # bfloat16 autocast, CUDA only
     log_every: int = 50
     progress: bool = True
@@ -62,6 +63,12 @@ class EvalSettings:
     dequant_draws: int = 1
     paths: bool = True  # picture of reverse-SDE and PF-ODE paths (2-D data)
     gmm_baseline: bool = False  # images: also report sklearn's GaussianMixture bits/dim
+    # conditional runs: a picture of `per_class` samples per class at each classifier-free
+    # guidance scale; with `judge`, the fraction of them that a classifier trained on the
+    # training split assigns to the asked-for class
+    guidance_scales: list[float] = field(default_factory=lambda: [1.0])
+    per_class: int = 8
+    judge: bool = False
 
 
 @dataclass
@@ -85,6 +92,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads (0: torch's default); 1 is fastest for small models
+    # class-conditional training on the data's labels (with train.label_dropout); null means
+    # false and lets hydra take both spellings, `conditional=true` and `+conditional=true`
+    conditional: bool | None = None
     sde: Any = MISSING
     model: ModelSettings = field(default_factory=ModelSettings)
     data: Any = MISSING
@@ -93,6 +103,20 @@ class TrainConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+
+
+@dataclass
+class GuidanceSettings:
+    scale: float = 1.0  # classifier-free guidance: 0 unconditional, 1 conditional, > 1 guided
+
+
+@dataclass
+class InpaintSettings:
+    """Known values and a mask (1 = known) in .pt / .npy / .npz files, of shape (*D) or (n, *D)."""
+
+    known: str | None = None
+    mask: str | None = None
+    resample: int = 0  # RePaint's extra jumps per step (solvers.impute)
 
 
 @dataclass
@@ -105,6 +129,9 @@ class SampleConfig:
     ema: bool = True
     checkpoint: str | None = None  # a checkpoint file; None: the run's latest
     batch_size: int = 1000  # samples per solve; each batch has its own seed (see distributed.py)
+    label: int | None = None  # a class of a conditional run; None: unconditional samples
+    guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
+    inpaint: InpaintSettings = field(default_factory=InpaintSettings)
     solver: Any = MISSING
 
 
@@ -197,12 +224,17 @@ def validate_train(cfg: DictConfig) -> None:
     _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1)")
     _check(t.weighting in WEIGHTINGS, "train.weighting", t.weighting, f"one of {WEIGHTINGS}")
     _check(0 <= t.t_eps < 1, "train.t_eps", t.t_eps, "in [0, 1)")
+    _check(0 <= t.label_dropout < 1, "train.label_dropout", t.label_dropout,
+           "in [0, 1) (e.g. 0.1: one label in ten becomes the null label)")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an int >= 1")
     _check(e.every >= 0, "eval.every", e.every, ">= 0 (0: only at the end)")
     _check(e.n_samples >= 1, "eval.n_samples", e.n_samples, "an int >= 1")
     _check(e.nll_points >= 0, "eval.nll_points", e.nll_points, ">= 0 (0 skips the NLL)")
     _check(e.divergence in ("exact", "hutchinson"), "eval.divergence", e.divergence,
            "'exact' or 'hutchinson'")
+    _check(len(e.guidance_scales) > 0 and all(w >= 0 for w in e.guidance_scales),
+           "eval.guidance_scales", list(e.guidance_scales), "a non-empty list of numbers >= 0")
+    _check(e.per_class >= 1, "eval.per_class", e.per_class, "an int >= 1")
     _check(c.every >= 1, "checkpoint.every", c.every, "an int >= 1")
     _check(c.keep >= 1, "checkpoint.keep", c.keep, "an int >= 1")
     _check(cfg.model.input in ("vector", "image"), "model.input", cfg.model.input,
@@ -223,6 +255,16 @@ def validate_eval(cfg: DictConfig) -> None:
     if "n" in cfg:
         _check(cfg.n >= 1, "n", cfg.n, "an int >= 1")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "an int >= 1")
+    if "guidance" in cfg:
+        _check(cfg.label is None or cfg.label >= 0, "label", cfg.label,
+               "null (unconditional) or a class >= 0")
+        _check(cfg.guidance.scale >= 0, "guidance.scale", cfg.guidance.scale, ">= 0")
+        _check(cfg.label is not None or cfg.guidance.scale == 1, "guidance.scale",
+               cfg.guidance.scale, "left at 1 without a label (add label=<class>)")
+        paths = cfg.inpaint.known, cfg.inpaint.mask
+        _check((paths[0] is None) == (paths[1] is None), "inpaint.known and inpaint.mask",
+               list(paths), "given together (two files) or not at all")
+        _check(cfg.inpaint.resample >= 0, "inpaint.resample", cfg.inpaint.resample, "an int >= 0")
     if "data" in cfg:
         _check(cfg.data.split in ("train", "test"), "data.split", cfg.data.split,
                "'train' or 'test'")

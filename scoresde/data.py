@@ -4,6 +4,12 @@ CIFAR-10 through torchvision.
 Every builder is a plain function returning a `Dataset` with a train and a test tensor; hydra's
 `conf/data/*.yaml` name them with `_target_`. Images are returned in [-1, 1] as 8-bit levels
 k / 255 * 2 - 1 (`quantized=True`), the convention `solvers.bits_per_dim` expects.
+
+Class labels (for class-conditional training) come with the data where they exist: the mixture
+component of the ring, the square of the checkerboard, the moon of two_moons, the digit of digits,
+MNIST and CIFAR-10, an optional `y` array of an npz file, the class subfolder of an image folder.
+They are split with the same permutation as the data, so `train_labels[i]` is the label of
+`train[i]`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +39,9 @@ class Dataset:
         entropy_stderr: its Monte-Carlo standard error (0 when exact).
         quantized: 8-bit images scaled to [-1, 1] (bits/dim applies).
         log_prob: the exact log-density x (N, *D) -> (N,), if known.
+        train_labels: (N,) long class labels of `train` in [0, num_classes), or None.
+        test_labels: (M,) long class labels of `test`, or None.
+        num_classes: the number of classes K when the data have labels, else None.
     """
 
     name: str
@@ -41,6 +51,27 @@ class Dataset:
     entropy_stderr: float | None = None
     quantized: bool = False
     log_prob: Callable[[Tensor], Tensor] | None = None
+    train_labels: Tensor | None = None
+    test_labels: Tensor | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        given = (self.train_labels is not None, self.test_labels is not None,
+                 self.num_classes is not None)
+        if any(given) and not all(given):
+            raise ValueError(f"data {self.name!r}: train_labels, test_labels and num_classes go "
+                             "together (all or none)")
+        if not all(given):
+            return
+        for key, y, x in (("train_labels", self.train_labels, self.train),
+                          ("test_labels", self.test_labels, self.test)):
+            if y.dtype != torch.long or y.shape != x.shape[:1]:
+                raise ValueError(f"data {self.name!r}: {key} must be a long tensor of shape "
+                                 f"({x.shape[0]},), got {y.dtype} of shape {tuple(y.shape)}")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise ValueError(f"data {self.name!r}: {key} must lie in [0, num_classes) = "
+                                 f"[0, {self.num_classes}), got values in "
+                                 f"[{int(y.min())}, {int(y.max())}]")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -82,19 +113,33 @@ def mixture_entropy(gm: GaussianMixture, n: int = 200_000, seed: int = 1234
     return nll.mean().item(), (nll.std() / math.sqrt(n)).item()
 
 
+@lru_cache(maxsize=8)
+def _ring_entropy(k: int, radius: float, std: float) -> tuple[float, float]:
+    """`mixture_entropy` of a ring, computed once per process (200k points: half a second)."""
+    return mixture_entropy(ring_mixture(k, radius, std))
+
+
 def ring(n_train: int = 100_000, n_test: int = 2000, *, k: int = 8, radius: float = 2.0,
          std: float = 0.5, seed: int = 0) -> Dataset:
-    """A ring of k Gaussians; its entropy is known (Monte Carlo of the exact -log p)."""
+    """A ring of k Gaussians; its entropy is known (Monte Carlo of the exact -log p).
+
+    Labels: the mixture component each point was drawn from (k classes).
+    """
     _check_sizes(n_train, n_test)
     gm = ring_mixture(k, radius, std)
-    x = gm.sample(n_train + n_test, generator=_gen(seed)).float()
-    h, se = mixture_entropy(gm)
+    x, y = gm.sample(n_train + n_test, generator=_gen(seed), return_components=True)
+    x = x.float()
+    h, se = _ring_entropy(k, radius, std)
     return Dataset("ring", x[:n_train], x[n_train:], entropy=h, entropy_stderr=se,
-                   log_prob=gm.log_prob)
+                   log_prob=gm.log_prob, train_labels=y[:n_train], test_labels=y[n_train:],
+                   num_classes=k)
 
 
 def checkerboard(n_train: int = 100_000, n_test: int = 2000, *, seed: int = 0) -> Dataset:
-    """Uniform on the 8 dark squares of a 4 x 4 board on [-2, 2]^2: entropy log 8 exactly."""
+    """Uniform on the 8 dark squares of a 4 x 4 board on [-2, 2]^2: entropy log 8 exactly.
+
+    Labels: the dark square of each point, 2 * column + row // 2 (8 classes).
+    """
     _check_sizes(n_train, n_test)
     g = _gen(seed)
     n = n_train + n_test
@@ -102,9 +147,10 @@ def checkerboard(n_train: int = 100_000, n_test: int = 2000, *, seed: int = 0) -
     col = torch.randint(0, 4, (n,), generator=g)
     row = 2 * torch.randint(0, 2, (n,), generator=g) + col % 2  # dark squares: row + col even
     x = torch.stack([col + u[:, 0], row + u[:, 1]], dim=1) - 2.0
-    x = x.float()
+    x, y = x.float(), 2 * col + row // 2
     return Dataset("checkerboard", x[:n_train], x[n_train:], entropy=math.log(8.0),
-                   entropy_stderr=0.0, log_prob=checkerboard_log_prob)
+                   entropy_stderr=0.0, log_prob=checkerboard_log_prob, train_labels=y[:n_train],
+                   test_labels=y[n_train:], num_classes=8)
 
 
 def checkerboard_log_prob(x: Tensor) -> Tensor:
@@ -117,13 +163,18 @@ def checkerboard_log_prob(x: Tensor) -> Tensor:
 
 def two_moons(n_train: int = 100_000, n_test: int = 2000, *, noise: float = 0.05,
               seed: int = 0) -> Dataset:
-    """Two interleaved half circles (sklearn's make_moons), centred and scaled to unit-ish spread."""
+    """Two interleaved half circles (sklearn's make_moons), centred and scaled to unit-ish spread.
+
+    Labels: the moon of each point (2 classes).
+    """
     from sklearn.datasets import make_moons
 
     _check_sizes(n_train, n_test)
-    x, _ = make_moons(n_train + n_test, noise=noise, random_state=seed)
+    x, y = make_moons(n_train + n_test, noise=noise, random_state=seed)
     x = torch.as_tensor((x - [0.5, 0.25]) * 2.0, dtype=torch.float32)
-    return Dataset("two_moons", x[:n_train], x[n_train:])
+    y = torch.as_tensor(y, dtype=torch.long)
+    return Dataset("two_moons", x[:n_train], x[n_train:], train_labels=y[:n_train],
+                   test_labels=y[n_train:], num_classes=2)
 
 
 def swiss_roll(n_train: int = 100_000, n_test: int = 2000, *, noise: float = 0.5,
@@ -143,29 +194,43 @@ def _to_unit(levels: np.ndarray) -> Tensor:
     return torch.as_tensor(levels.astype(np.float32) / 255.0 * 2.0 - 1.0)
 
 
-def _split(x: Tensor, n_test: int | float, seed: int) -> tuple[Tensor, Tensor]:
+def _split(name: str, x: Tensor, labels: Tensor | None, n_test: int | float, seed: int
+           ) -> Dataset:
+    """Images x (N, C, H, W) and their labels (N,) or None, split by one random permutation."""
     n = x.shape[0]
     m = int(round(n_test * n)) if isinstance(n_test, float) else int(n_test)
     if not 1 <= m < n:
         raise ValueError(f"n_test must leave at least one training image out of {n}, got {n_test!r}")
     perm = torch.randperm(n, generator=_gen(seed))
-    return x[perm[m:]], x[perm[:m]]
+    train, test = perm[m:], perm[:m]
+    if labels is None:
+        return Dataset(name, x[train], x[test], quantized=True)
+    return Dataset(name, x[train], x[test], quantized=True, train_labels=labels[train],
+                   test_labels=labels[test], num_classes=int(labels.max()) + 1)
+
+
+def _labels(a: np.ndarray, n: int, source: str) -> Tensor:
+    """Class labels (n,) of non-negative integers as a long tensor, or a ValueError."""
+    if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer) or (n and a.min() < 0):
+        raise ValueError(f"labels in {source} must be {n} integers >= 0 (one per image), got "
+                         f"{a.dtype} of shape {a.shape}")
+    return torch.as_tensor(a.astype(np.int64))
 
 
 def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """sklearn's 8 x 8 digits (1797 images of 17 grey levels 0..16), as 8-bit levels in [-1, 1].
 
     Level v becomes round(v * 255 / 16), so the data are 8-bit images and bits/dim is comparable
-    with any 8-bit data set. Shape (N, 1, 8, 8).
+    with any 8-bit data set. Shape (N, 1, 8, 8). Labels: the digit (10 classes).
     """
     from sklearn.datasets import load_digits
 
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
-    v = load_digits().images  # (1797, 8, 8) in 0..16
-    levels = np.rint(v * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    train, test = _split(_to_unit(levels), float(test_fraction), seed)
-    return Dataset("digits", train, test, quantized=True)
+    bunch = load_digits()
+    levels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # v in 0..16
+    return _split("digits", _to_unit(levels), torch.as_tensor(bunch.target, dtype=torch.long),
+                  float(test_fraction), seed)
 
 
 def _as_nchw(a: np.ndarray, source: str) -> np.ndarray:
@@ -181,23 +246,34 @@ def _as_nchw(a: np.ndarray, source: str) -> np.ndarray:
     return a
 
 
-def npz(path: str, *, key: str = "x", test_fraction: float = 0.1, seed: int = 0) -> Dataset:
-    """uint8 images stored under `key` in a .npz (or .npy) file, split at random."""
+def npz(path: str, *, key: str = "x", label_key: str = "y", test_fraction: float = 0.1,
+        seed: int = 0) -> Dataset:
+    """uint8 images stored under `key` in a .npz (or .npy) file, split at random.
+
+    Labels: the integer array under `label_key` of a .npz file, if it holds one (K = max + 1).
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"data.path must be an existing .npz or .npy file, got {str(p)!r}")
     arr = np.load(p)
+    labels = None
     if p.suffix == ".npz":
         if key not in arr:
             raise ValueError(f"data.key {key!r} is not in {p}; it holds {sorted(arr.files)}")
+        if label_key in arr:
+            labels = _labels(arr[label_key], arr[key].shape[0], f"{p}[{label_key!r}]")
         arr = arr[key]
-    train, test = _split(_to_unit(_as_nchw(arr, str(p))), float(test_fraction), seed)
-    return Dataset(p.stem, train, test, quantized=True)
+    return _split(p.stem, _to_unit(_as_nchw(arr, str(p))), labels, float(test_fraction), seed)
 
 
 def image_folder(path: str, *, size: int = 32, grayscale: bool = False,
                  test_fraction: float = 0.1, seed: int = 0) -> Dataset:
-    """Every .png/.jpg/.jpeg/.bmp under a folder, resized to size x size, split at random."""
+    """Every .png/.jpg/.jpeg/.bmp under a folder, resized to size x size, split at random.
+
+    Labels: when every image lies in a subfolder of `path` and there are at least two of them,
+    the subfolders are the classes, numbered in sorted order of their names (as torchvision's
+    ImageFolder does).
+    """
     from PIL import Image
 
     root = Path(path).expanduser()
@@ -208,8 +284,13 @@ def image_folder(path: str, *, size: int = 32, grayscale: bool = False,
     mode = "L" if grayscale else "RGB"
     imgs = [np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BICUBIC))
             for f in files]
-    train, test = _split(_to_unit(_as_nchw(np.stack(imgs), str(root))), float(test_fraction), seed)
-    return Dataset(root.name, train, test, quantized=True)
+    parts = [f.relative_to(root).parts for f in files]
+    classes = sorted({p[0] for p in parts})
+    labels = None
+    if all(len(p) > 1 for p in parts) and len(classes) > 1:
+        labels = torch.tensor([classes.index(p[0]) for p in parts], dtype=torch.long)
+    return _split(root.name, _to_unit(_as_nchw(np.stack(imgs), str(root))), labels,
+                  float(test_fraction), seed)
 
 
 def _torchvision(name: str, root: str, download: bool) -> Dataset:
@@ -226,18 +307,20 @@ def _torchvision(name: str, root: str, download: bool) -> Dataset:
     except (RuntimeError, OSError) as err:
         raise ValueError(f"could not load {name} from {root!r} ({err}); without a network, "
                          f"place the files there and pass data.download=false") from err
-    out = []
+    xs, ys = [], []
     for s in sets:
         a = s.data.numpy() if isinstance(s.data, Tensor) else np.asarray(s.data)
-        out.append(_to_unit(_as_nchw(a, name)))
-    return Dataset(name.lower(), out[0], out[1], quantized=True)
+        xs.append(_to_unit(_as_nchw(a, name)))
+        ys.append(torch.as_tensor(np.asarray(s.targets), dtype=torch.long))
+    return Dataset(name.lower(), xs[0], xs[1], quantized=True, train_labels=ys[0],
+                   test_labels=ys[1], num_classes=len(sets[0].classes))
 
 
 def mnist(*, root: str = "~/.cache/score-sde", download: bool = True) -> Dataset:
-    """MNIST 28 x 28 through torchvision (an optional dependency)."""
+    """MNIST 28 x 28 through torchvision (an optional dependency). Labels: the digit."""
     return _torchvision("MNIST", str(Path(root).expanduser()), download)
 
 
 def cifar10(*, root: str = "~/.cache/score-sde", download: bool = True) -> Dataset:
-    """CIFAR-10 32 x 32 RGB through torchvision (an optional dependency)."""
+    """CIFAR-10 32 x 32 RGB through torchvision (an optional dependency). Labels: the class."""
     return _torchvision("CIFAR10", str(Path(root).expanduser()), download)

@@ -111,14 +111,16 @@ def _report(nll: Tensor, bpd: Tensor | None, nfe: int, x: Tensor,
 @torch.no_grad()
 def sharded_samples(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], n: int,
                     shape: tuple[int, ...], *, seed: int, batch_size: int,
-                    device: torch.device | str = "cpu",
-                    ctx: distributed.Context | None = None) -> tuple[Tensor | None, int]:
+                    device: torch.device | str = "cpu", ctx: distributed.Context | None = None,
+                    block_solver: Callable[[slice], Callable[..., Any]] | None = None
+                    ) -> tuple[Tensor | None, int]:
     """n samples in blocks of `batch_size`, shared among the ranks, gathered on rank 0.
 
     Block j (samples j*batch_size, ...) is drawn and solved with a generator seeded by
     `distributed.block_seed(seed, j)`, so the samples depend on (seed, batch_size) only, not on
     the number of ranks. Each rank solves its blocks with the bare `score_fn`: no collective runs
-    inside a solve.
+    inside a solve. `block_solver`, if given, replaces `solver` by block_solver(rows) for the
+    block of samples `rows` (per-sample settings such as inpainting's known values).
 
     Returns:
         On rank 0 the (n, *shape) samples in order and the NFE summed over all blocks; on the
@@ -129,8 +131,10 @@ def sharded_samples(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], n: 
     for j in distributed.my_blocks(math.ceil(n / batch_size), ctx):
         gen = torch.Generator(device).manual_seed(distributed.block_seed(seed, j))
         b = min(batch_size, n - j * batch_size)
+        solve = solver if block_solver is None else block_solver(
+            slice(j * batch_size, j * batch_size + b))
         x_T = sde.prior_sample((b, *shape), generator=gen, device=device)
-        res = solver(sde, score_fn, x_T, generator=gen)
+        res = solve(sde, score_fn, x_T, generator=gen)
         xs.append(res.x.cpu())
         nfe += int(res.nfe)
     parts = distributed.gather_to_main((xs, nfe), ctx)

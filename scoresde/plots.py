@@ -1,4 +1,5 @@
-"""Pictures as PNG files: image grids, 2-D scatters next to the data, the loss curve, sample paths.
+"""Pictures as PNG files: image grids, 2-D scatters next to the data (plain or coloured by class),
+the loss curve, sample paths.
 
 matplotlib is used through `matplotlib.figure.Figure` (no pyplot, no global state, no display), so
 these work headless and in threads. Every function writes one file and returns its path.
@@ -72,6 +73,35 @@ def scatter(samples: Tensor, data: Tensor, path: str | Path, *, title: str = "")
     for k, (arr, name) in enumerate(((d, f"data ({len(d)})"), (s, f"samples ({len(s)})"))):
         ax = fig.add_subplot(1, 2, k + 1)
         ax.scatter(arr[:, 0], arr[:, 1], s=2, alpha=0.5, linewidths=0, color=f"C{k}")
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_aspect("equal")
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def class_scatter(samples: Tensor, labels: Tensor, data: Tensor, data_labels: Tensor | None,
+                  path: str | Path, *, title: str = "") -> Path:
+    """Two panels with shared axes, points coloured by class: the data (by their labels, if given),
+    then the samples (by the class asked for).
+
+    Args:
+        samples: (N, 2) samples; labels: (N,) their classes.
+        data: (M, 2) data points; data_labels: (M,) their classes or None.
+    """
+    for key, v in (("samples", samples), ("data", data)):
+        if v.ndim != 2 or v.shape[1] != 2:
+            raise ValueError(f"{key} must have shape (N, 2), got {tuple(v.shape)}")
+    s, d = samples.detach().float().cpu().numpy(), data.detach().float().cpu().numpy()
+    lim = _limits(s[:, 0], s[:, 1], d[:, 0], d[:, 1])
+    fig = Figure(figsize=(9, 4.5))
+    panels = ((d, data_labels, f"data ({len(d)})"), (s, labels, f"samples by class ({len(s)})"))
+    for k, (arr, lab, name) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        colour = "C0" if lab is None else [f"C{int(c) % 10}" for c in lab.tolist()]
+        ax.scatter(arr[:, 0], arr[:, 1], s=2, alpha=0.5, linewidths=0, c=colour)
         ax.set_xlim(lim)
         ax.set_ylim(lim)
         ax.set_aspect("equal")

@@ -7,6 +7,13 @@ every checkpoint, and the learning rate is a pure function of the step. A run re
 checkpoint therefore takes exactly the steps the uninterrupted run takes (bit for bit on CPU).
 Evaluation uses its own generator, seeded from the step, so it never shifts the training stream.
 
+Class-conditional runs (`conditional=true`) build the network with the data's K classes and feed
+it each batch's labels, a fraction `train.label_dropout` of them replaced by the null label K (drawn
+from the batch-index generator), so one network learns the conditional and the unconditional
+score that classifier-free guidance mixes. Their evaluation adds per-class samples at each of
+`eval.guidance_scales` and, with `eval.judge`, how often a classifier trained on the training split
+recognises the asked-for class (`scoresde.conditional`, `scoresde.judge`).
+
 Under torchrun (several processes) the model is wrapped in DistributedDataParallel; every rank
 draws the same global batch from the shared generators and trains on its slice of it, so N ranks
 take the steps of one process (see `scoresde.distributed`). Torch's global RNG (dropout) is seeded
@@ -22,6 +29,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +47,15 @@ from scoresde.build import (
     build_model,
     build_sde,
     build_solver,
+    conditional_classes,
     resolve_device,
 )
 from scoresde.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scoresde.conditional import drop_labels, evaluate_classes
 from scoresde.config import validate_train
 from scoresde.data import Dataset
 from scoresde.evaluate import evaluate
+from scoresde.judge import fit_judge
 from scoresde.metrics import MetricsLogger, read_metrics, truncate_metrics
 from sde_lib import dsm_loss, sample_time
 
@@ -208,8 +219,10 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data: Dataset = build_data(cfg)
+    num_classes = conditional_classes(cfg, data)
+    cfg_dict["conditional"] = num_classes is not None  # null and false are the same run
     sde = build_sde(cfg)
-    model = build_model(cfg, sde, data.shape).to(device)
+    model = build_model(cfg, sde, data.shape, num_classes).to(device)
     solver = build_solver(cfg)
     _dry_run(solver, sde, data.shape, cfg.solver._target_)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -244,13 +257,21 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
             return None
         state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                  "optimizer": opt.state_dict(), "rng": _rng_states(gens), "config": cfg_dict,
-                 "data_shape": list(data.shape)}
+                 "data_shape": list(data.shape), "num_classes": num_classes}
         return save_checkpoint(state, ckpt_dir, step, keep=cfg.checkpoint.keep)
+
+    judge = fit_judge(data) if num_classes is not None and ev.judge and ctx.is_main else None
 
     def run_eval(tag: str) -> tuple[dict[str, float], list[Path]]:
         gen = torch.Generator(device).manual_seed(cfg.seed + 10_000 + step)
         metrics, pics = evaluate(sde, ema.module, solver, data, settings=ev, out_dir=pic_dir,
                                  tag=tag, generator=gen, device=device)
+        if num_classes is not None:
+            more, class_pics = evaluate_classes(sde, ema.module, solver, data, settings=ev,
+                                                out_dir=pic_dir, tag=tag, judge=judge,
+                                                seed=cfg.seed + 20_000 + step, device=device)
+            metrics.update(more)
+            pics += class_pics
         logger.log("eval", step, **metrics)
         for p in pics:
             logger.log_image(f"eval/{p.stem.rsplit('_', 1)[0]}", p, step)
@@ -260,6 +281,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                            project=cfg.logger.project, entity=cfg.logger.entity,
                            name=cfg.get("name"), config=cfg_dict) if ctx.is_main else _NoLogger()
     train_x = data.train.to(device)
+    train_y = data.train_labels.to(device) if num_classes is not None else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and device.type == "cuda" \
         else nullcontext()
     flag = _StopFlag()
@@ -280,6 +302,11 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                 # the global batch, drawn alike on every rank; this rank trains on its slice
                 idx = torch.randint(train_x.shape[0], (t.batch_size,), generator=gens["data"])
                 x0 = train_x[idx.to(device)]
+                score_fn = net
+                if train_y is not None:  # the batch's labels, some replaced by the null label
+                    y = drop_labels(train_y[idx.to(device)], num_classes, t.label_dropout,
+                                    gens["data"])
+                    score_fn = partial(net, y=y[mine])
                 if data.quantized:
                     x0 = dequantize(x0, gens["noise"])
                 times = sample_time(sde, t.batch_size, t_eps=t.t_eps,
@@ -288,7 +315,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                 noise = torch.randn(x0.shape, generator=gens["noise"], dtype=x0.dtype,
                                     device=device)
                 with amp:
-                    loss = dsm_loss(net, sde, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
+                    loss = dsm_loss(score_fn, sde, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
                                     importance_sampling=t.importance_sampling, t=times[mine],
                                     noise=noise[mine])
                 if ctx.distributed:  # the global mean loss, and whether any rank was signalled

@@ -12,7 +12,13 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 import models
-from scoresde.build import build_data, build_model, build_sde, build_solver
+from scoresde.build import (
+    build_data,
+    build_model,
+    build_sde,
+    build_solver,
+    conditional_classes,
+)
 from scoresde.config import compose, validate_train
 from scoresde.data import Dataset, ring_mixture
 from scoresde.metrics import MetricsLogger
@@ -37,7 +43,7 @@ def test_every_group_has_its_options():
                 "dpm_solver_singlestep", "heun", "adaptive_sde"}
     assert samplers <= set(solvers.__all__)  # the samplers `solvers` exports ...
     assert samplers == set(options("solver"))  # ... each have a config
-    assert {"ring-vp", "digits-vp", "digits-ve"} <= set(options("experiment"))
+    assert {"ring-vp", "digits-vp", "digits-ve", "digits-cond"} <= set(options("experiment"))
 
 
 @pytest.mark.parametrize("name", options("sde"))
@@ -121,7 +127,8 @@ def test_experiment_presets_validate_and_build(name):
     cfg = compose("train", [f"experiment={name}"])
     validate_train(cfg)
     sde, data = build_sde(cfg), build_data(cfg)
-    build_model(cfg, sde, data.shape)
+    model = build_model(cfg, sde, data.shape, conditional_classes(cfg, data))
+    assert model.net.num_classes == (10 if cfg.conditional else None)
 
 
 @pytest.mark.parametrize("name", options("logger"))

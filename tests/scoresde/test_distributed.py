@@ -1,6 +1,8 @@
 """Several processes (CPU, gloo, 2 ranks on 127.0.0.1): DDP training takes the steps of one
-process, sharded sampling and likelihood return what one process returns, in order, and a
-checkpoint of a torchrun run resumes in a single process. Every launch has a timeout."""
+process (a class-conditional run: each rank takes its slice of the labels too), sharded sampling
+(guided, inpainting per-sample known values) and likelihood return what one process returns, in
+order, and a checkpoint of a torchrun run resumes in a single process. Every launch has a
+timeout."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from scoresde.train import train
 
 FAST = TINY + ["eval.nll_points=0", "eval.paths=false", "eval.n_samples=4",
                "train.cosine_decay=false"]
+COND = ["+conditional=true", "eval.per_class=2"]
 TIMEOUT_S = 150
 
 
@@ -89,16 +92,16 @@ def _assert_close(a: dict, b: dict, exact: bool = False) -> None:
 
 @pytest.fixture(scope="module")
 def one_rank_run(tmp_path_factory):
-    """The reference: 4 steps in one process, no process group."""
+    """The reference: 4 steps of a class-conditional run in one process, no process group."""
     run = tmp_path_factory.mktemp("one") / "run"
-    res = train(compose("train", [f"run={run}", *FAST, "train.steps=4"]), run)
+    res = train(compose("train", [f"run={run}", *FAST, *COND, "train.steps=4"]), run)
     return run, res.model.state_dict()
 
 
 def test_two_ranks_take_the_steps_of_one_process(tmp_path, one_rank_run):
     run1, weights1 = one_rank_run
     run2 = tmp_path / "run"
-    _spawn("train", [f"run={run2}", *FAST, "train.steps=4"], str(run2), str(tmp_path))
+    _spawn("train", [f"run={run2}", *FAST, *COND, "train.steps=4"], str(run2), str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     _assert_close(r0, r1, exact=True)  # DDP: both ranks hold the same weights
     _assert_close(r0, weights1)  # halves of the same global batch, averaged gradients
@@ -109,8 +112,13 @@ def test_two_ranks_take_the_steps_of_one_process(tmp_path, one_rank_run):
 
 def test_sharded_sampling_and_likelihood_match_one_process(tmp_path, one_rank_run):
     run, _ = one_rank_run
+    known = torch.stack([torch.arange(11.0), torch.zeros(11)], 1)  # one per sample
+    torch.save(known, tmp_path / "known.pt")
+    torch.save(torch.tensor([1.0, 0.0]), tmp_path / "mask.pt")
     # 3 blocks of samples and 3 batches of points, split 1 + 2 over the ranks
-    sample_cfg = [f"run={run}", "n=11", "batch_size=4", "solver.steps=5", "threads=1"]
+    sample_cfg = [f"run={run}", "n=11", "batch_size=4", "solver.steps=5", "threads=1", "label=3",
+                  "guidance.scale=2", f"inpaint.known={tmp_path / 'known.pt'}",
+                  f"inpaint.mask={tmp_path / 'mask.pt'}"]
     nll_cfg = [f"run={run}", "data.n=10", "batch_size=4", "divergence=hutchinson", "rtol=1e-3",
                "atol=1e-3", "threads=1"]
     _spawn("eval", sample_cfg, nll_cfg, str(tmp_path))
@@ -119,6 +127,7 @@ def test_sharded_sampling_and_likelihood_match_one_process(tmp_path, one_rank_ru
     rep = commands.likelihood(compose("likelihood", nll_cfg))
     assert two["samples"].shape == (11, 2) and two["nll"].shape == (10,)
     torch.testing.assert_close(two["samples"], samples, rtol=0, atol=0)
+    torch.testing.assert_close(samples[:, 0], known[:, 0], rtol=0, atol=0)  # in order
     torch.testing.assert_close(two["nll"], rep.per_point, rtol=0, atol=0)
     assert two["mean"] == rep.nll
 

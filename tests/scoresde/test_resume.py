@@ -28,22 +28,25 @@ def _losses(run):
     return [json.loads(x)["loss"] for x in lines if json.loads(x)["kind"] == "train"]
 
 
-def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["+conditional=true"]], ids=["plain", "conditional"])
+def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys, extra):
+    """Also for a class-conditional run, whose label dropout draws from the seeded stream."""
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["train", f"run={a}", *FAST]) == 0
+    fast = FAST + extra
+    assert main(["train", f"run={a}", *fast]) == 0
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when started in the background
 
     def interrupt(step, loss):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, caught by the loop
 
-    res = train(compose("train", [f"run={b}", *FAST]), b, callback=interrupt)
+    res = train(compose("train", [f"run={b}", *fast]), b, callback=interrupt)
     assert res.interrupted and res.step == 3
     assert "stopped by SIGINT at step 3" in capsys.readouterr().out
     assert load_checkpoint(b / "checkpoints" / "ckpt_00000003.pt")["step"] == 3
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
-    assert main(["train", f"run={b}", *FAST]) == 0  # the same command resumes
+    assert main(["train", f"run={b}", *fast]) == 0  # the same command resumes
     assert "resuming" in capsys.readouterr().out
     sa, sb = _final(a), _final(b)
     for key in ("model",):
