@@ -101,7 +101,9 @@ def class_scatter(samples: Tensor, labels: Tensor, data: Tensor, data_labels: Te
     for k, (arr, lab, name) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
         colour = "C0" if lab is None else [f"C{int(c) % 10}" for c in lab.tolist()]
-        ax.scatter(arr[:, 0], arr[:, 1], s=2, alpha=0.5, linewidths=0, c=colour)
+        size = float(np.clip(8000 / len(arr), 2, 12))  # few points: bigger, opaque dots
+        ax.scatter(arr[:, 0], arr[:, 1], s=size, alpha=0.5 if size < 6 else 0.9, linewidths=0,
+                   c=colour)
         ax.set_xlim(lim)
         ax.set_ylim(lim)
         ax.set_aspect("equal")
