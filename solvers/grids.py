@@ -45,6 +45,14 @@ def quadratic(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     return t_eps + (sde.T - t_eps) * u**2
 
 
+def _log_snr_ends(sde: SDE, t_eps: float) -> list[float]:
+    """[log_snr(T), log_snr(t_eps)]; ValueError unless both are finite (t_eps > 0 on VP)."""
+    ends = sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64)).tolist()
+    if not all(map(math.isfinite, ends)):
+        raise ValueError(f"t_eps must give a finite log-SNR for a log-SNR grid, got {t_eps!r}")
+    return ends
+
+
 def log_snr_uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     """steps + 1 times uniform in log-SNR between log_snr(T) and log_snr(t_eps).
 
@@ -52,10 +60,8 @@ def log_snr_uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     """
     _check_steps(steps)
     check_t_eps(sde, t_eps)
-    ends = sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64))
-    if not bool(torch.isfinite(ends).all()):
-        raise ValueError(f"t_eps must give a finite log-SNR for a log-SNR grid, got {t_eps!r}")
-    lam = torch.linspace(ends[0].item(), ends[1].item(), steps + 1, dtype=torch.float64)
+    ends = _log_snr_ends(sde, t_eps)
+    lam = torch.linspace(ends[0], ends[1], steps + 1, dtype=torch.float64)
     ts = sde.t_from_log_snr(lam)
     ts[0], ts[-1] = sde.T, t_eps  # exact ends, free of the round trip's rounding
     return ts
@@ -80,9 +86,7 @@ def log_snr_window(sde: SDE, steps: int, *, t_eps: float = 1e-3, lo: float = -3.
     hi = 1.0 + math.log2(steps / 5) if hi is None else hi
     if not lo < hi:
         raise ValueError(f"the window must have lo < hi, got lo={lo!r}, hi={hi!r}")
-    ends = (0.5 * sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64))).tolist()
-    if not all(map(math.isfinite, ends)):
-        raise ValueError(f"t_eps must give a finite log-SNR for a log-SNR grid, got {t_eps!r}")
+    ends = [0.5 * v for v in _log_snr_ends(sde, t_eps)]
     a, b = max(lo, ends[0]), min(hi, ends[1])
     head, tail = a > ends[0], b < ends[1]
     inner = steps + 1 - head - tail  # grid points inside the window, its ends included
