@@ -7,6 +7,7 @@ len(ts) - 1 steps over it. Grids are plain functions of the SDE (never stored on
     quadratic        t_eps + (T - t_eps) (i / steps)^2, dense near the data (DDIM's "quadratic")
     log_snr_uniform  uniform in log(alpha^2 / sigma^2), through sde.t_from_log_snr
     log_snr_window   uniform in log-SNR inside a window, one step into it and one out (few steps)
+    from_log_snr     the times of given log-SNRs, with exact ends (for grids built in log-SNR)
     karras           EDM's rho-schedule in sigma / alpha (Karras et al. 2022)
     ddpm_subsequence a sub-sequence of the N discrete DDPM steps, step k at time k T / N, then 0
     check_grid       validates a user-given tensor
@@ -25,27 +26,27 @@ from sde_lib import SDE, check_t_eps
 SPACINGS = ("leading", "trailing", "linspace")
 
 
-def _check_steps(steps: int) -> None:
+def check_steps(steps: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
 
 
 def uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     """steps + 1 times uniform in t from T to t_eps. Returns (steps + 1,) float64."""
-    _check_steps(steps)
+    check_steps(steps)
     check_t_eps(sde, t_eps)
     return torch.linspace(sde.T, t_eps, steps + 1, dtype=torch.float64)
 
 
 def quadratic(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     """steps + 1 times t_eps + (T - t_eps) (i / steps)^2, i = steps..0. Returns (steps + 1,) float64."""
-    _check_steps(steps)
+    check_steps(steps)
     check_t_eps(sde, t_eps)
     u = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     return t_eps + (sde.T - t_eps) * u**2
 
 
-def _log_snr_ends(sde: SDE, t_eps: float) -> list[float]:
+def log_snr_ends(sde: SDE, t_eps: float) -> list[float]:
     """[log_snr(T), log_snr(t_eps)]; ValueError unless both are finite (t_eps > 0 on VP)."""
     ends = sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64)).tolist()
     if not all(map(math.isfinite, ends)):
@@ -58,12 +59,17 @@ def log_snr_uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
 
     Needs a finite log_snr(t_eps) (t_eps > 0 for VP and sub-VP). Returns (steps + 1,) float64.
     """
-    _check_steps(steps)
+    check_steps(steps)
     check_t_eps(sde, t_eps)
-    ends = _log_snr_ends(sde, t_eps)
-    lam = torch.linspace(ends[0], ends[1], steps + 1, dtype=torch.float64)
-    ts = sde.t_from_log_snr(lam)
-    ts[0], ts[-1] = sde.T, t_eps  # exact ends, free of the round trip's rounding
+    ends = log_snr_ends(sde, t_eps)
+    return from_log_snr(sde, torch.linspace(ends[0], ends[1], steps + 1, dtype=torch.float64), t_eps)
+
+
+def from_log_snr(sde: SDE, log_snr: Tensor, t_eps: float) -> Tensor:
+    """The times of the decreasing-time grid with these log-SNRs (N + 1,), log_snr[0] at T and
+    log_snr[-1] at t_eps; the ends are set exactly, free of the round trip's rounding."""
+    ts = sde.t_from_log_snr(log_snr)
+    ts[0], ts[-1] = sde.T, t_eps
     return ts
 
 
@@ -81,12 +87,12 @@ def log_snr_window(sde: SDE, steps: int, *, t_eps: float = 1e-3, lo: float = -3.
     Returns:
         (steps + 1,) float64 times from T to t_eps; the window is clipped to [lambda(T), lambda(t_eps)].
     """
-    _check_steps(steps)
+    check_steps(steps)
     check_t_eps(sde, t_eps)
     hi = 1.0 + math.log2(steps / 5) if hi is None else hi
     if not lo < hi:
         raise ValueError(f"the window must have lo < hi, got lo={lo!r}, hi={hi!r}")
-    ends = [0.5 * v for v in _log_snr_ends(sde, t_eps)]
+    ends = [0.5 * v for v in log_snr_ends(sde, t_eps)]
     a, b = max(lo, ends[0]), min(hi, ends[1])
     head, tail = a > ends[0], b < ends[1]
     inner = steps + 1 - head - tail  # grid points inside the window, its ends included
@@ -95,15 +101,13 @@ def log_snr_window(sde: SDE, steps: int, *, t_eps: float = 1e-3, lo: float = -3.
     lam = torch.cat([torch.tensor(ends[:1] * head, dtype=torch.float64),
                      torch.linspace(a, b, inner, dtype=torch.float64),
                      torch.tensor(ends[1:] * tail, dtype=torch.float64)])
-    ts = sde.t_from_log_snr(2 * lam)
-    ts[0], ts[-1] = sde.T, t_eps
-    return ts
+    return from_log_snr(sde, 2 * lam, t_eps)
 
 
 def karras(sde: SDE, steps: int, *, t_eps: float = 1e-3, rho: float = 7.0) -> Tensor:
     """EDM's grid: rho_i = (rho_max^(1/r) + i/N (rho_min^(1/r) - rho_max^(1/r)))^r, i = 0..N, with
     rho = sigma / alpha between its values at T and t_eps, mapped back to times. (N + 1,) float64."""
-    _check_steps(steps)
+    check_steps(steps)
     if not (isinstance(rho, (int, float)) and rho > 0):
         raise ValueError(f"rho must be > 0, got {rho!r}")
     if not (isinstance(t_eps, (int, float)) and 0 < t_eps < sde.T):
@@ -111,9 +115,7 @@ def karras(sde: SDE, steps: int, *, t_eps: float = 1e-3, rho: float = 7.0) -> Te
     ends = torch.exp(-0.5 * sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64)))
     i = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
     r = (ends[0] ** (1 / rho) + i * (ends[1] ** (1 / rho) - ends[0] ** (1 / rho))) ** rho
-    ts = sde.t_from_log_snr(-2 * torch.log(r))
-    ts[0], ts[-1] = sde.T, t_eps
-    return ts
+    return from_log_snr(sde, -2 * torch.log(r), t_eps)
 
 
 def ddpm_subsequence(sde: SDE, steps: int, *, num_train_steps: int = 1000,
@@ -134,8 +136,8 @@ def ddpm_subsequence(sde: SDE, steps: int, *, num_train_steps: int = 1000,
     Returns:
         (steps + 1,) float64 times, decreasing, the last one 0.
     """
-    _check_steps(num_train_steps)
-    _check_steps(steps)
+    check_steps(num_train_steps)
+    check_steps(steps)
     n = num_train_steps
     if steps > n:
         raise ValueError(f"steps must be <= num_train_steps = {n}, got {steps}")

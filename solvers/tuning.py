@@ -1,0 +1,152 @@
+"""Time grids tuned to one score model from a pilot batch: where the steps go decides most of a
+few-step sampler's error, and the best place depends on the data, not only on the SDE.
+
+`tune_grid` solves the probability-flow ODE tightly (dopri5) from a pilot batch of prior draws, then
+    1. equidistributes the local error: a method of order p makes an error of about
+       h^(p+1) |d^p x0_hat / d lambda^p| in a step of length h in lambda = log(alpha / sigma), so
+       the steps that minimise the sum for a fixed count have density
+       rho(lambda) ~ RMS_pilot |d^p x0_hat / d lambda^p|^(1 / (p + 1)) (plus a floor, `floor`
+       times its mean, so that no stretch goes without steps); the derivative is taken by finite
+       differences of x0_hat along the reference paths on a fine log-SNR grid;
+    2. keeps, of that grid, `log_snr_window` and `log_snr`, the one with the smallest pilot error;
+    3. optionally (`search_evals` > 0) moves the interior log-SNRs to minimise the pilot's RMS error
+       against the reference end points by Powell's derivative-free search (scipy), over the
+       log-lengths of the steps (so the grid stays ordered and keeps its ends).
+The pilot error is the RMS over the pilot of ||x - x_ref|| / sqrt(D), the sampler's x against the
+reference solution's. Step 3 fits the pilot: use a pilot of about 1000+ draws and judge the grid on
+other draws (bench/samplers.py does). Grids from step 1 need no search and suit 20+ steps; step 3
+pays off at 5-20 steps (bench/README.md).
+Related: Chen et al. 2024 ("GITS", dynamic programming on a pilot trajectory), Sabour et al. 2024
+("Align Your Steps"); error equidistribution is the classical mesh-design rule for ODE solvers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import scipy.optimize
+import torch
+from torch import Tensor
+
+from sde_lib import SDE, check_t_eps
+from solvers import grids
+from solvers.exponential import dpm_solver_multistep
+from solvers.ode import probability_flow
+from solvers.result import SampleResult, ScoreFn
+
+Sampler = Callable[..., SampleResult]
+
+
+def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
+              sampler: Sampler | None = None, order: int = 3, t_eps: float = 1e-3,
+              floor: float = 0.05, search_evals: int = 0, points: int = 201, rtol: float = 1e-8,
+              atol: float = 1e-8) -> Tensor:
+    """A `steps`-step grid for `sampler` on this score model, from a pilot batch (module docstring).
+
+    Args:
+        sde, score_fn: the SDE and the model's score, as for every sampler.
+        x_pilot: (B, *D) draws of the prior p_T, like the x_T the grid will be used from (not them).
+        steps: the grid's number of steps (its NFE for a multistep sampler).
+        sampler: sampler(sde, score_fn, x_T, ts=ts) -> SampleResult, the one the grid is for;
+            default UniPC-3 (`dpm_solver_multistep(order=3, corrector=True)`).
+        order: the sampler's order p, for the equidistribution (1 DDIM, 2 for 2M, 3 for UniPC-3).
+        t_eps: the grid's last time (> 0: the log-SNR must be finite).
+        floor: the density floor, a fraction of the mean density (>= 0).
+        search_evals: budget of sampler runs on the pilot for the Powell search (0: no search).
+        points: size of the fine log-SNR grid the reference is recorded on (>= order + 3).
+        rtol, atol: dopri5 tolerances of the reference; keep them well below the sampler's error.
+
+    Returns:
+        (steps + 1,) float64 decreasing times from T to t_eps: pass them as `ts=` to the sampler.
+    """
+    grids.check_steps(steps)
+    check_t_eps(sde, t_eps)
+    if not isinstance(x_pilot, Tensor) or not x_pilot.is_floating_point() or x_pilot.ndim < 2:
+        raise ValueError(f"x_pilot must be a floating (B, *D) batch of prior draws, got "
+                         f"{tuple(x_pilot.shape) if isinstance(x_pilot, Tensor) else x_pilot!r}")
+    for name, value, least in (("order", order, 1), ("search_evals", search_evals, 0),
+                               ("points", points, order + 3)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    if not (isinstance(floor, (int, float)) and floor >= 0):
+        raise ValueError(f"floor must be a number >= 0, got {floor!r}")
+    sampler = sampler or functools.partial(dpm_solver_multistep, order=3, corrector=True)
+    ends = grids.log_snr_ends(sde, t_eps)
+    fine = grids.from_log_snr(sde, torch.linspace(*ends, points, dtype=torch.float64), t_eps)
+    paths = probability_flow(sde, score_fn, x_pilot, ts=fine, rtol=rtol, atol=atol,
+                             return_trajectory=True).trajectory
+    x0_hat = torch.stack([_data_prediction(sde, score_fn, x, t) for x, t in zip(paths, fine)])
+
+    def pilot_error(ts: Tensor) -> float:
+        x = sampler(sde, score_fn, x_pilot, ts=ts).x
+        err = (x - paths[-1]).flatten(1).norm(dim=1).pow(2).mean().div(x[0].numel()).sqrt().item()
+        return err if math.isfinite(err) else math.inf
+
+    lam = 0.5 * torch.linspace(*ends, points, dtype=torch.float64)
+    candidates = [grids.from_log_snr(sde, 2 * equidistributed(lam, x0_hat, steps, order, floor),
+                                     t_eps),
+                  grids.log_snr_window(sde, steps, t_eps=t_eps),
+                  grids.log_snr_uniform(sde, steps, t_eps=t_eps)]
+    errors = [pilot_error(ts) for ts in candidates]
+    best = candidates[int(np.argmin(errors))]
+    if search_evals == 0 or steps < 2:
+        return best
+    return _powell(sde, best, t_eps, pilot_error, min(errors), search_evals)
+
+
+def equidistributed(lam: Tensor, x0_hat: Tensor, steps: int, order: int, floor: float) -> Tensor:
+    """steps + 1 half-log-SNRs from lam[0] to lam[-1] with density ~ RMS |d^p x0_hat / d lam^p|^(1/(p+1))
+    + floor * its mean, p = order.
+
+    Args:
+        lam: (P,) uniform increasing half-log-SNRs; x0_hat: (P, B, *D) the data predictions there.
+
+    Returns:
+        (steps + 1,) float64, increasing, with the exact ends lam[0] and lam[-1].
+    """
+    h = (lam[1] - lam[0]).item()
+    d = x0_hat.flatten(2).to(torch.float64)
+    for _ in range(order):
+        d = torch.diff(d, dim=0) / h
+    rho = d.pow(2).mean(dim=(1, 2)).sqrt() ** (1 / (order + 1))  # (P - order,) at the mid-points
+    rho = rho + floor * rho.mean() + 1e-300
+    mids = lam[: len(rho)] + order * h / 2
+    edges = torch.cat([lam[:1], (mids[1:] + mids[:-1]) / 2, lam[-1:]])
+    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), (rho * edges.diff()).cumsum(0)])
+    cdf = cdf / cdf[-1]
+    u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    j = torch.searchsorted(cdf, u, right=True).clamp(1, len(cdf) - 1)
+    out = edges[j - 1] + (u - cdf[j - 1]) / (cdf[j] - cdf[j - 1]) * edges.diff()[j - 1]
+    out[0], out[-1] = lam[0], lam[-1]
+    return out
+
+
+def _data_prediction(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+    """x0_hat = (x + sigma^2 score(x, t)) / alpha at one time t (0-d)."""
+    t_vec = t.to(x.dtype).expand(x.shape[0])
+    return (x + sde.sigma(t) ** 2 * score_fn(x, t_vec)) / sde.alpha(t)
+
+
+def _powell(sde: SDE, ts: Tensor, t_eps: float, error: Callable[[Tensor], float], start: float,
+            evals: int) -> Tensor:
+    """Powell's search over the log step lengths in lambda (ends fixed) from grid ts; the best grid."""
+    lam = 0.5 * sde.log_snr(ts)
+    lo, span = lam[0].item(), (lam[-1] - lam[0]).item()
+
+    def to_ts(p: np.ndarray) -> Tensor:
+        steps = torch.softmax(torch.as_tensor(p, dtype=torch.float64), 0) * span
+        lam = torch.cat([torch.tensor([lo], dtype=torch.float64), lo + steps.cumsum(0)])
+        return grids.from_log_snr(sde, 2 * lam, t_eps)
+
+    def objective(p: np.ndarray) -> float:
+        try:
+            return min(error(to_ts(p)), 1e10)
+        except ValueError:  # steps collapsed below the float64 spacing of t
+            return 1e10
+
+    res = scipy.optimize.minimize(objective, torch.log(lam.diff()).numpy(), method="Powell",
+                                  options=dict(maxfev=evals, xtol=1e-3, ftol=1e-4))
+    return to_ts(res.x) if res.fun < start else ts
