@@ -21,12 +21,13 @@ from solvers.ode import probability_flow
 from solvers.result import CountingScore, SampleResult
 from solvers.sde_samplers import euler_maruyama, langevin_step, predictor_corrector
 from solvers.torchsde_adapter import torchsde_reverse
+from solvers.tuning import tune_grid
 
 __all__ = [
     "SampleResult", "CountingScore", "grids",
     "euler_maruyama", "predictor_corrector", "langevin_step", "probability_flow", "ddim",
     "ddpm_ancestral", "torchsde_reverse", "dpm_solver_multistep", "dpm_solver_singlestep", "heun",
-    "adaptive_sde",
+    "adaptive_sde", "tune_grid",
     "log_likelihood", "bits_per_dim", "nll_bound",
     "cfg", "classifier_guidance", "impute",
 ]
