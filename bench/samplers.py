@@ -14,7 +14,11 @@ diffusers sees the VP view of the SDE: y = x / s(t) with s = sqrt(alpha^2 + sigm
 alphas_cumprod[k] = alpha^2 / s^2 at t = (k + 1) / 1000 (so its timestep k is our t = (k + 1) / 1000
 and its last sigma, alphas_cumprod[0], our t_eps), and eps(y, k) = -sigma(t) score(s y, t). The
 PF-ODE in y is the PF-ODE in x, so the schedulers solve the same problem.
-The summary table gives, per NFE, the best ode_err of ours and of diffusers and their ratio.
+"pilot grid" rows use `solvers.tune_grid` on a pilot of N_PILOT other exact draws of p_T (another
+seed), with Powell's search on the pilot for SEARCH_EVALS[NFE] sampler runs ("+ search"); the grid is
+judged on the n evaluation draws, which it never saw; the tuning's seconds are printed per problem.
+The summary table gives, per NFE, the best ode_err of ours and of diffusers and their ratio, and
+the same for our fixed grids alone (no pilot).
 Part 2, per-step overhead: microseconds per step with a trivial score (-x), batch 1000 x 2,
 float32, 1000 steps, best of 3, for our loops, torchsde.sdeint and diffusers' step.
 """
@@ -22,6 +26,7 @@ float32, 1000 steps, best of 3, for our loops, torchsde.sdeint and diffusers' st
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import platform
 import time
@@ -34,6 +39,7 @@ import solvers
 from sde_lib import SDE, VESDE, VPSDE, GaussianMixture
 
 N_TRAIN, T_EPS, N_TRUE = 1000, 1e-3, 50_000
+N_PILOT, SEARCH_EVALS = 1000, {5: 1000, 10: 1000, 20: 500}  # no search at other NFE
 
 
 def mixture(dim: int) -> GaussianMixture:
@@ -135,7 +141,8 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
         "euler_maruyama": lambda k: solvers.euler_maruyama(sde, score, x_T, steps=k, generator=g),
         "ddpm_ancestral": lambda k: solvers.ddpm_ancestral(sde, score, x_T, steps=k, generator=g),
     }
-    rows, best = [], {"ours": [math.inf] * len(nfes), "diffusers": [math.inf] * len(nfes)}
+    pilot = exact_draw(gm, sde, N_PILOT, 1.0, torch.Generator().manual_seed(seed + 1))
+    rows, best = [], {kind: [math.inf] * len(nfes) for kind in ("ours", "fixed", "diffusers")}
 
     def row(name, results, kind=None):
         cells = []
@@ -149,7 +156,8 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
                 err = ((x - ref).norm(dim=1) / math.sqrt(dim)).pow(2).mean().sqrt().item()
                 cell = f"{err:.1e} / {cell}"
                 if nfe <= nfes[j]:
-                    best[kind][j] = min(best[kind][j], err)
+                    for k in ("ours", "fixed") if kind == "fixed" else (kind,):
+                        best[k][j] = min(best[k][j], err)
             else:
                 cell = "— / " + cell
             cells.append(cell + ("" if nfe == nfes[j] else f" ({nfe})"))
@@ -165,14 +173,20 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
     for name, run in stochastic.items():
         row(name, results_of(run))
     for name, run in OURS_ODE.items():
-        row(name, results_of(lambda k, run=run: run(sde, score, x_T, k)), "ours")
+        row(name, results_of(lambda k, run=run: run(sde, score, x_T, k)), "fixed")
+    unipc3 = functools.partial(solvers.dpm_solver_multistep, order=3, corrector=True)
+    start = time.perf_counter()
+    for name, evals in (("unipc 3 (pilot grid)", {}), ("unipc 3 (pilot grid + search)", SEARCH_EVALS)):
+        row(name, results_of(lambda k, evals=evals: unipc3(sde, score, x_T, ts=solvers.tune_grid(
+            sde, score, pilot, k, search_evals=evals.get(k, 0)))), "ours")
+    tuning_s = time.perf_counter() - start
     for name, (cls, cfg) in PEERS.items():
         row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes], "diffusers")
     row("PF-ODE reference (dopri5, 1e-9)", [(ref, k) for k in nfes])
     floor = torch.tensor([sliced_w2(exact_draw(gm, sde, n, T_EPS, g), truth) for _ in range(10)])
     rows.append(("exact draws (noise floor: mean +- sd of 10)",
                  [f"— / {floor.mean():.3f} +- {floor.std():.3f}"] * len(nfes)))
-    return rows, best
+    return rows, best, tuning_s
 
 
 def overhead_table(steps=1000, repeats=3):
@@ -250,21 +264,24 @@ def main():
     for name in names:
         for dim in dims:
             title = f"{name.upper()}, {dim}-D mixture"
-            rows, best = accuracy_table(sdes[name](), dim, args.n, nfes)
-            print(f"## {title}: ode_err / sw2 at NFE " + " / ".join(map(str, nfes)))
+            rows, best, tuning_s = accuracy_table(sdes[name](), dim, args.n, nfes)
+            print(f"## {title}: ode_err / sw2 at NFE " + " / ".join(map(str, nfes))
+                  + f" (pilot grids: {tuning_s:.0f} s for both rows, sampling included)")
             print("| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
             print("|---|" + "---|" * len(nfes))
             for row_name, cells in rows:
                 print(f"| {row_name} | " + " | ".join(cells) + " |")
             print()
             summary.append((title, best))
-    print("## best ode_err of ours / best of diffusers (ratio) at NFE " + " / ".join(map(str, nfes)))
-    print("| problem | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
-    print("|---|" + "---|" * len(nfes))
-    for title, best in summary:
-        print(f"| {title} | " + " | ".join(f"{o:.1e} / {d:.1e} ({o / d:.2f})" for o, d in
-                                           zip(best["ours"], best["diffusers"])) + " |")
-    print()
+    for kind, what in (("ours", "ours"), ("fixed", "ours on fixed grids (no pilot)")):
+        print(f"## best ode_err of {what} / best of diffusers (ratio) at NFE "
+              + " / ".join(map(str, nfes)))
+        print("| problem | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
+        print("|---|" + "---|" * len(nfes))
+        for title, best in summary:
+            print(f"| {title} | " + " | ".join(f"{o:.1e} / {d:.1e} ({o / d:.2f})" for o, d in
+                                               zip(best[kind], best["diffusers"])) + " |")
+        print()
     print("## per-step overhead, trivial score, batch 1000 x 2 float32, 1000 steps")
     print("| loop | us / step |\n|---|---|")
     for loop, us in overhead_table():
