@@ -5,6 +5,7 @@ the data, then load the run's latest checkpoint (or `checkpoint=<file>`), the EM
 `ema=false`. `sample` takes `label=<class> guidance.scale=<w>` for a class-conditional run
 (classifier-free guidance; `scoresde.conditional`) and `inpaint.known=<file> inpaint.mask=<file>`
 to sample the unknown part given the known one (`scoresde.inpaint`); both go together.
+`tune.pilot=<n>` tunes the solver's grid to the model first (`scoresde.tuned`).
 
 Under torchrun both commands share the work among the ranks (`scoresde.distributed`): each rank
 solves its blocks of samples or batches of points with the bare model, rank 0 gathers the results
@@ -26,6 +27,7 @@ from scoresde.conditional import guided_score
 from scoresde.config import validate_eval
 from scoresde.inpaint import inpainting_solver, load_inpainting
 from scoresde.metrics import MetricsLogger
+from scoresde.tuned import tuned_solver
 
 
 def _set_threads(cfg: DictConfig, run_cfg: DictConfig) -> None:
@@ -57,6 +59,12 @@ def sample(cfg: DictConfig) -> Path | None:
     name = cfg.solver._target_.rsplit(".", 1)[-1]
     if cfg.label is not None:
         name += f"_label{cfg.label}_w{cfg.guidance.scale:g}"
+    if cfg.tune.pilot:
+        start = time.perf_counter()
+        solver, ts = tuned_solver(cfg, run.sde, score_fn, solver, data.shape, device)
+        name += "_tuned"
+        print(f"grid tuned on {cfg.tune.pilot} prior draws in {time.perf_counter() - start:.1f} s: "
+              f"t = {', '.join(f'{t:.4g}' for t in ts.tolist())}")
     inpainting = load_inpainting(cfg.inpaint, data.shape, cfg.n)
     block_solver = None
     if inpainting is not None:

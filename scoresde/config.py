@@ -120,6 +120,15 @@ class InpaintSettings:
 
 
 @dataclass
+class TuneSettings:
+    """A grid tuned to the model on `pilot` prior draws before sampling (scoresde.tuned)."""
+
+    pilot: int = 0  # prior draws in the pilot; 0: the solver's own grid
+    search_evals: int = 0  # Powell's search budget in solver runs on the pilot (0: none)
+    rtol: float = 1e-5  # dopri5 tolerance (rtol = atol) of the pilot's reference solution
+
+
+@dataclass
 class SampleConfig:
     run: str = MISSING
     n: int = 64
@@ -132,6 +141,7 @@ class SampleConfig:
     label: int | None = None  # a class of a conditional run; None: unconditional samples
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     inpaint: InpaintSettings = field(default_factory=InpaintSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
     solver: Any = MISSING
 
 
@@ -265,6 +275,13 @@ def validate_eval(cfg: DictConfig) -> None:
         _check((paths[0] is None) == (paths[1] is None), "inpaint.known and inpaint.mask",
                list(paths), "given together (two files) or not at all")
         _check(cfg.inpaint.resample >= 0, "inpaint.resample", cfg.inpaint.resample, "an int >= 0")
+    if "tune" in cfg:
+        _check(cfg.tune.pilot >= 0, "tune.pilot", cfg.tune.pilot, "an int >= 0 (0: no tuning)")
+        _check(cfg.tune.search_evals >= 0, "tune.search_evals", cfg.tune.search_evals,
+               "an int >= 0")
+        _check(cfg.tune.rtol > 0, "tune.rtol", cfg.tune.rtol, "> 0")
+        _check(not (cfg.tune.pilot and cfg.inpaint.known), "tune.pilot", cfg.tune.pilot,
+               "0 when inpainting (the grid is tuned for unconstrained sampling)")
     if "data" in cfg:
         _check(cfg.data.split in ("train", "test"), "data.split", cfg.data.split,
                "'train' or 'test'")
