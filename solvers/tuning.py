@@ -9,13 +9,14 @@ few-step sampler's error, and the best place depends on the data, not only on th
        times its mean, so that no stretch goes without steps); the derivative is taken by finite
        differences of x0_hat along the reference paths on a fine log-SNR grid;
     2. keeps, of that grid, `log_snr_window` and `log_snr`, the one with the smallest pilot error;
-    3. optionally (`search_evals` > 0) moves the interior log-SNRs to minimise the pilot's RMS error
-       against the reference end points by Powell's derivative-free search (scipy), over the
-       log-lengths of the steps (so the grid stays ordered and keeps its ends).
+    3. optionally (`search_evals` > 0) moves the interior log-SNRs to minimise the RMS error on 3/4
+       of the pilot against the reference end points by Powell's derivative-free search (scipy),
+       over the log-lengths of the steps (so the grid stays ordered and keeps its ends), and keeps
+       the result only if it is no worse than step 2's grid on the other quarter.
 The pilot error is the RMS over the pilot of ||x - x_ref|| / sqrt(D), the sampler's x against the
-reference solution's. Step 3 fits the pilot: use a pilot of about 1000+ draws and judge the grid on
-other draws (bench/samplers.py does). Grids from step 1 need no search and suit 20+ steps; step 3
-pays off at 5-20 steps (bench/README.md).
+reference solution's. Step 3 fits the pilot (the held-out quarter guards against the worst of it):
+use a pilot of about 1000+ draws and judge the grid on other draws (bench/samplers.py does). Grids
+from step 1 need no search and suit 20+ steps; step 3 pays off at 5-20 steps (bench/README.md).
 Related: Chen et al. 2024 ("GITS", dynamic programming on a pilot trajectory), Sabour et al. 2024
 ("Align Your Steps"); error equidistribution is the classical mesh-design rule for ODE solvers.
 """
@@ -80,21 +81,27 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
                              return_trajectory=True).trajectory
     x0_hat = torch.stack([_data_prediction(sde, score_fn, x, t) for x, t in zip(paths, fine)])
 
-    def pilot_error(ts: Tensor) -> float:
-        x = sampler(sde, score_fn, x_pilot, ts=ts).x
-        err = (x - paths[-1]).flatten(1).norm(dim=1).pow(2).mean().div(x[0].numel()).sqrt().item()
-        return err if math.isfinite(err) else math.inf
+    def pilot_error(ts: Tensor, part: slice = slice(None)) -> float:
+        x = sampler(sde, score_fn, x_pilot[part], ts=ts).x
+        err = (x - paths[-1][part]).flatten(1).norm(dim=1).pow(2).mean().div(x[0].numel())
+        return err.sqrt().item() if bool(torch.isfinite(err)) else math.inf
 
     lam = 0.5 * torch.linspace(*ends, points, dtype=torch.float64)
     candidates = [grids.from_log_snr(sde, 2 * equidistributed(lam, x0_hat, steps, order, floor),
                                      t_eps),
                   grids.log_snr_window(sde, steps, t_eps=t_eps),
                   grids.log_snr_uniform(sde, steps, t_eps=t_eps)]
-    errors = [pilot_error(ts) for ts in candidates]
-    best = candidates[int(np.argmin(errors))]
+    best = min(candidates, key=pilot_error)
     if search_evals == 0 or steps < 2:
         return best
-    return _powell(sde, best, t_eps, pilot_error, min(errors), search_evals)
+    # search on 3/4 of the pilot; keep the result only if it is no worse on the other quarter
+    split = len(x_pilot) - len(x_pilot) // 4
+    found = _powell(sde, best, t_eps, functools.partial(pilot_error, part=slice(split)),
+                    search_evals)
+    check = slice(split, None)
+    if split == len(x_pilot) or pilot_error(found, check) <= pilot_error(best, check):
+        return found
+    return best
 
 
 def equidistributed(lam: Tensor, x0_hat: Tensor, steps: int, order: int, floor: float) -> Tensor:
@@ -130,9 +137,10 @@ def _data_prediction(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tenso
     return (x + sde.sigma(t) ** 2 * score_fn(x, t_vec)) / sde.alpha(t)
 
 
-def _powell(sde: SDE, ts: Tensor, t_eps: float, error: Callable[[Tensor], float], start: float,
-            evals: int) -> Tensor:
-    """Powell's search over the log step lengths in lambda (ends fixed) from grid ts; the best grid."""
+def _powell(sde: SDE, ts: Tensor, t_eps: float, error: Callable[[Tensor], float], evals: int
+            ) -> Tensor:
+    """Powell's search over the log step lengths in lambda (ends fixed) from grid ts: the grid of
+    least error seen (ts itself if none beat it)."""
     lam = 0.5 * sde.log_snr(ts)
     lo, span = lam[0].item(), (lam[-1] - lam[0]).item()
 
@@ -147,6 +155,7 @@ def _powell(sde: SDE, ts: Tensor, t_eps: float, error: Callable[[Tensor], float]
         except ValueError:  # steps collapsed below the float64 spacing of t
             return 1e10
 
-    res = scipy.optimize.minimize(objective, torch.log(lam.diff()).numpy(), method="Powell",
+    start = torch.log(lam.diff()).numpy()
+    res = scipy.optimize.minimize(objective, start, method="Powell",
                                   options=dict(maxfev=evals, xtol=1e-3, ftol=1e-4))
-    return to_ts(res.x) if res.fun < start else ts
+    return to_ts(res.x) if res.fun < objective(start) else ts
