@@ -125,6 +125,7 @@ class TuneSettings:
 
     pilot: int = 0  # prior draws in the pilot; 0: the solver's own grid
     search_evals: int = 0  # Powell's search budget in solver runs on the pilot (0: none)
+    shift: bool = False  # search the model's evaluation times too (dpm_solver_multistep)
     rtol: float = 1e-5  # dopri5 tolerance (rtol = atol) of the pilot's reference solution
 
 
@@ -282,6 +283,8 @@ def validate_eval(cfg: DictConfig) -> None:
         _check(cfg.tune.rtol > 0, "tune.rtol", cfg.tune.rtol, "> 0")
         _check(not (cfg.tune.pilot and cfg.inpaint.known), "tune.pilot", cfg.tune.pilot,
                "0 when inpainting (the grid is tuned for unconstrained sampling)")
+        _check(not cfg.tune.shift or cfg.tune.search_evals > 0, "tune.shift", cfg.tune.shift,
+               "false unless tune.search_evals > 0 (the shifts are searched)")
     if "data" in cfg:
         _check(cfg.data.split in ("train", "test"), "data.split", cfg.data.split,
                "'train' or 'test'")

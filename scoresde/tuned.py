@@ -30,16 +30,19 @@ def tuned_solver(cfg: DictConfig, sde: SDE, score_fn: ScoreFn, solver: Callable[
     """The solver on a grid tuned from cfg.tune.pilot prior draws (seeded by cfg.seed), and the grid.
 
     Raises:
-        ValueError: the solver has no grid to tune or is stochastic (eta > 0, churn > 0).
+        ValueError: the solver has no grid to tune or is stochastic (eta > 0, churn > 0), or
+            tune.shift for a solver without evaluation times.
     """
     target, settings = cfg.solver._target_, cfg.solver
     if target not in ORDERS or settings.get("eta", 0) or settings.get("churn", 0):
         raise ValueError(f"tune.pilot needs a deterministic grid solver ({', '.join(ORDERS)}; "
                          f"eta = churn = 0), got {target} (e.g. solver=dpm_solver_multistep)")
+    if cfg.tune.shift and target != "solvers.dpm_solver_multistep":
+        raise ValueError(f"tune.shift needs solver=dpm_solver_multistep (it takes eval_ts), got {target}")
     generator = torch.Generator().manual_seed(cfg.seed + 1)  # not the samples' own draws
     pilot = sde.prior_sample((cfg.tune.pilot, *shape), generator=generator).to(device)
-    ts = solvers.tune_grid(sde, score_fn, pilot, settings.steps, sampler=solver,
-                           order=ORDERS[target](settings), t_eps=settings.t_eps,
-                           search_evals=cfg.tune.search_evals, rtol=cfg.tune.rtol,
-                           atol=cfg.tune.rtol)
-    return functools.partial(solver, ts=ts), ts
+    tuned = solvers.tune_grid(sde, score_fn, pilot, settings.steps, sampler=solver,
+                              order=ORDERS[target](settings), t_eps=settings.t_eps,
+                              search_evals=cfg.tune.search_evals, shift=cfg.tune.shift,
+                              rtol=cfg.tune.rtol, atol=cfg.tune.rtol)
+    return functools.partial(solver, **tuned.kwargs), tuned.ts

@@ -42,13 +42,24 @@ class _Coefs:
     """alpha, sigma, lambda of the SDE on a float64 grid, and the data prediction at a grid time."""
 
     def __init__(self, sde: SDE, ts: Tensor):
-        self.sde, self.ts = sde, ts
+        self.sde, self.t = sde, ts.tolist()
         self.alpha, self.sigma = sde.alpha(ts).tolist(), sde.sigma(ts).tolist()
         self.lam = (0.5 * sde.log_snr(ts)).tolist()  # +inf where sigma = 0
 
     def x0(self, score: CountingScore, x: Tensor, t: float, alpha: float, sigma: float) -> Tensor:
         t_vec = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
         return (x + sigma**2 * score(x, t_vec)) / alpha
+
+
+def _check_eval_ts(sde: SDE, eval_ts: Tensor, n: int) -> Tensor:
+    """eval_ts as float64 (n,), each in (0, T]; ValueError otherwise."""
+    eval_ts = torch.as_tensor(eval_ts).detach().to("cpu", torch.float64)
+    if eval_ts.shape != (n,) or not bool(torch.isfinite(eval_ts).all()):
+        raise ValueError(f"eval_ts must hold one finite time per step, shape ({n},), got "
+                         f"{tuple(eval_ts.shape)}")
+    if not bool(((eval_ts > 0) & (eval_ts <= sde.T)).all()):
+        raise ValueError(f"eval_ts must lie in (0, T] = (0, {sde.T}]")
+    return eval_ts
 
 
 def _lam_to_t(sde: SDE, lam: float) -> tuple[float, float, float]:
@@ -66,7 +77,8 @@ def _check_order(order: int, allowed: tuple[int, ...]) -> None:
 def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, order: int = 2,
                          steps: int = 20, t_eps: float = 1e-3, grid: str = "log_snr",
                          ts: Tensor | None = None, lower_order_final: bool = True,
-                         corrector: bool = False, generator: torch.Generator | None = None,
+                         corrector: bool = False, eval_ts: Tensor | None = None,
+                         generator: torch.Generator | None = None,
                          callback: Callback | None = None,
                          return_trajectory: bool = False) -> SampleResult:
     """DPM-Solver++ multistep (order 1 = DDIM, 2 = "2M", 3 = "3M"), data-prediction form; 1 NFE a step.
@@ -81,6 +93,11 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
         lower_order_final: lower the order on the last steps (min(order, N - i)); recommended.
         corrector: apply UniC after every step but the last; empirical global order: order + 1 for
             orders 1 and 2 (3 for order 3: the start-up steps limit it), same NFE.
+        eval_ts: (N,) the times the model is asked at for x0_hat of the states at ts[:-1] (default
+            ts[:-1]): x0_hat_i = (x_i + sigma'^2 score(x_i, t'_i)) / alpha' at t'_i. Decoupling them
+            from the grid lets a tuned grid absorb part of the truncation error at few steps
+            (Tong et al. 2025, "LD3"; `solvers.tune_grid(shift=True)`); the method's order holds
+            only with eval_ts = ts[:-1].
         generator: draws x_T when it is a shape; otherwise unused (the method is deterministic).
         callback, return_trajectory: as in every sampler.
 
@@ -92,13 +109,14 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
     ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     c, score = _Coefs(sde, ts), CountingScore(score_fn)
     n = len(ts) - 1
+    q = c if eval_ts is None else _Coefs(sde, _check_eval_ts(sde, eval_ts, n))
     record = Trajectory(return_trajectory, callback)
     x, t_list = x_T, ts.tolist()
     record.record(0, t_list[0], x)
     ms: list[Tensor] = []  # x0_hat at previous grid times, newest last
     x_prev, k = x, 0  # the state before the last step and that step's order
     for i in range(n):
-        m = c.x0(score, x, t_list[i], c.alpha[i], c.sigma[i])
+        m = c.x0(score, x, q.t[i], q.alpha[i], q.sigma[i])
         if corrector and i > 0:
             x = _unic(c, i, x_prev, ms[-k:], m, k)
         ms = (ms + [m])[-3:]

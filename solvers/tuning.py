@@ -12,7 +12,11 @@ few-step sampler's error, and the best place depends on the data, not only on th
     3. optionally (`search_evals` > 0) moves the interior log-SNRs to minimise the RMS error on 3/4
        of the pilot against the reference end points by Powell's derivative-free search (scipy),
        over the log-lengths of the steps (so the grid stays ordered and keeps its ends), and keeps
-       the result only if it is no worse than step 2's grid on the other quarter.
+       the result only if it is no worse than step 2's grid on the other quarter. With
+       `shift=True` the search also moves the times the model is asked at, one per step, off the
+       grid (`eval_ts`, lambda'_i = lambda_i + delta_i; Tong et al. 2025, "LD3"): the model then
+       answers for a slightly different noise level, which can cancel part of a long step's
+       error (dpm_solver_multistep takes them).
 The pilot error is the RMS over the pilot of ||x - x_ref|| / sqrt(D), the sampler's x against the
 reference solution's. Step 3 fits the pilot (the held-out quarter guards against the worst of it):
 use a pilot of about 1000+ draws and judge the grid on other draws (bench/samplers.py does). Grids
@@ -26,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
@@ -41,10 +46,30 @@ from solvers.result import SampleResult, ScoreFn
 Sampler = Callable[..., SampleResult]
 
 
+@dataclass
+class TunedGrid:
+    """What `tune_grid` found: call the sampler with `**tuned.kwargs`.
+
+    Attributes:
+        ts: (N + 1,) float64 decreasing times from T to t_eps.
+        eval_ts: (N,) float64 times the model is asked at (shift=True), else None.
+        pilot_error: the sampler's RMS error on the whole pilot on this grid.
+    """
+
+    ts: Tensor
+    eval_ts: Tensor | None
+    pilot_error: float
+
+    @property
+    def kwargs(self) -> dict[str, Tensor]:
+        """{"ts": ts} and, if set, {"eval_ts": eval_ts}: the sampler's grid keywords."""
+        return {"ts": self.ts} | ({} if self.eval_ts is None else {"eval_ts": self.eval_ts})
+
+
 def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
               sampler: Sampler | None = None, order: int = 3, t_eps: float = 1e-3,
-              floor: float = 0.05, search_evals: int = 0, points: int = 201, rtol: float = 1e-8,
-              atol: float = 1e-8) -> Tensor:
+              floor: float = 0.05, search_evals: int = 0, shift: bool = False,
+              points: int = 201, rtol: float = 1e-8, atol: float = 1e-8) -> TunedGrid:
     """A `steps`-step grid for `sampler` on this score model, from a pilot batch (module docstring).
 
     Args:
@@ -57,11 +82,13 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
         t_eps: the grid's last time (> 0: the log-SNR must be finite).
         floor: the density floor, a fraction of the mean density (>= 0).
         search_evals: budget of sampler runs on the pilot for the Powell search (0: no search).
+        shift: search the model's evaluation times too (needs search_evals > 0 and a sampler that
+            takes `eval_ts`, as dpm_solver_multistep does).
         points: size of the fine log-SNR grid the reference is recorded on (>= order + 3).
         rtol, atol: dopri5 tolerances of the reference; keep them well below the sampler's error.
 
     Returns:
-        (steps + 1,) float64 decreasing times from T to t_eps: pass them as `ts=` to the sampler.
+        TunedGrid(ts, eval_ts, pilot_error); `sampler(sde, score_fn, x_T, **tuned.kwargs)`.
     """
     grids.check_steps(steps)
     check_t_eps(sde, t_eps)
@@ -74,6 +101,8 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     if not (isinstance(floor, (int, float)) and floor >= 0):
         raise ValueError(f"floor must be a number >= 0, got {floor!r}")
+    if shift and not search_evals:
+        raise ValueError("shift=True searches the evaluation times: give it search_evals > 0")
     sampler = sampler or functools.partial(dpm_solver_multistep, order=3, corrector=True)
     ends = grids.log_snr_ends(sde, t_eps)
     fine = grids.from_log_snr(sde, torch.linspace(*ends, points, dtype=torch.float64), t_eps)
@@ -81,8 +110,8 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
                              return_trajectory=True).trajectory
     x0_hat = torch.stack([_data_prediction(sde, score_fn, x, t) for x, t in zip(paths, fine)])
 
-    def pilot_error(ts: Tensor, part: slice = slice(None)) -> float:
-        x = sampler(sde, score_fn, x_pilot[part], ts=ts).x
+    def pilot_error(kwargs: dict[str, Tensor], part: slice = slice(None)) -> float:
+        x = sampler(sde, score_fn, x_pilot[part], **kwargs).x
         err = (x - paths[-1][part]).flatten(1).norm(dim=1).pow(2).mean().div(x[0].numel())
         return err.sqrt().item() if bool(torch.isfinite(err)) else math.inf
 
@@ -91,17 +120,16 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
                                      t_eps),
                   grids.log_snr_window(sde, steps, t_eps=t_eps),
                   grids.log_snr_uniform(sde, steps, t_eps=t_eps)]
-    best = min(candidates, key=pilot_error)
-    if search_evals == 0 or steps < 2:
-        return best
-    # search on 3/4 of the pilot; keep the result only if it is no worse on the other quarter
-    split = len(x_pilot) - len(x_pilot) // 4
-    found = _powell(sde, best, t_eps, functools.partial(pilot_error, part=slice(split)),
-                    search_evals)
-    check = slice(split, None)
-    if split == len(x_pilot) or pilot_error(found, check) <= pilot_error(best, check):
-        return found
-    return best
+    best = {"ts": min(candidates, key=lambda ts: pilot_error({"ts": ts}))}
+    if search_evals and steps >= 2:
+        # search on 3/4 of the pilot; keep the result only if it is no worse on the other quarter
+        split = len(x_pilot) - len(x_pilot) // 4
+        found = _powell(sde, best["ts"], t_eps, shift,
+                        functools.partial(pilot_error, part=slice(split)), search_evals)
+        check = slice(split, None)
+        if split == len(x_pilot) or pilot_error(found, check) <= pilot_error(best, check):
+            best = found
+    return TunedGrid(best["ts"], best.get("eval_ts"), pilot_error(best))
 
 
 def equidistributed(lam: Tensor, x0_hat: Tensor, steps: int, order: int, floor: float) -> Tensor:
@@ -137,25 +165,31 @@ def _data_prediction(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tenso
     return (x + sde.sigma(t) ** 2 * score_fn(x, t_vec)) / sde.alpha(t)
 
 
-def _powell(sde: SDE, ts: Tensor, t_eps: float, error: Callable[[Tensor], float], evals: int
-            ) -> Tensor:
-    """Powell's search over the log step lengths in lambda (ends fixed) from grid ts: the grid of
-    least error seen (ts itself if none beat it)."""
+def _powell(sde: SDE, ts: Tensor, t_eps: float, shift: bool,
+            error: Callable[[dict[str, Tensor]], float], evals: int) -> dict[str, Tensor]:
+    """Powell's search from grid ts over the log step lengths in lambda (ends fixed) and, with
+    shift, the evaluation offsets in lambda: the sampler keywords of least error seen (ts itself
+    if none beat it)."""
     lam = 0.5 * sde.log_snr(ts)
-    lo, span = lam[0].item(), (lam[-1] - lam[0]).item()
+    lo, hi, n = lam[0].item(), lam[-1].item(), len(ts) - 1
 
-    def to_ts(p: np.ndarray) -> Tensor:
-        steps = torch.softmax(torch.as_tensor(p, dtype=torch.float64), 0) * span
+    def to_kwargs(p: np.ndarray) -> dict[str, Tensor]:
+        p = torch.as_tensor(p, dtype=torch.float64)
+        steps = torch.softmax(p[:n], 0) * (hi - lo)
         lam = torch.cat([torch.tensor([lo], dtype=torch.float64), lo + steps.cumsum(0)])
-        return grids.from_log_snr(sde, 2 * lam, t_eps)
+        out = {"ts": grids.from_log_snr(sde, 2 * lam, t_eps)}
+        if shift:  # the model's times: lambda_i + delta_i within [lambda(T), lambda(t_eps)]
+            asked = (lam[:-1] + p[n:]).clamp(lo, hi)
+            out["eval_ts"] = sde.t_from_log_snr(2 * asked).clamp(t_eps, sde.T)
+        return out
 
     def objective(p: np.ndarray) -> float:
         try:
-            return min(error(to_ts(p)), 1e10)
+            return min(error(to_kwargs(p)), 1e10)
         except ValueError:  # steps collapsed below the float64 spacing of t
             return 1e10
 
-    start = torch.log(lam.diff()).numpy()
+    start = np.concatenate([torch.log(lam.diff()).numpy(), np.zeros(n if shift else 0)])
     res = scipy.optimize.minimize(objective, start, method="Powell",
                                   options=dict(maxfev=evals, xtol=1e-3, ftol=1e-4))
-    return to_ts(res.x) if res.fun < objective(start) else ts
+    return to_kwargs(res.x) if res.fun < objective(start) else {"ts": ts}

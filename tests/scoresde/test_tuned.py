@@ -19,7 +19,7 @@ def run(tmp_path_factory):
 def test_sample_on_a_tuned_grid(run, capsys):
     assert main(["sample", f"run={run}", "n=12", "solver=dpm_solver_multistep",
                  "solver.steps=6", "solver.corrector=true", "tune.pilot=64",
-                 "tune.search_evals=20"]) == 0
+                 "tune.search_evals=20", "tune.shift=true"]) == 0
     out = capsys.readouterr().out
     assert "grid tuned on 64 prior draws" in out
     times = [float(t) for t in out.split("t = ")[1].splitlines()[0].split(", ")]
@@ -34,6 +34,9 @@ def test_sample_on_a_tuned_grid(run, capsys):
     (["tune.pilot=8", "solver=ddim", "solver.eta=1.0"], "tune.pilot needs a deterministic"),
     (["tune.pilot=-1"], "tune.pilot must be an int >= 0"),
     (["tune.pilot=8", "solver=ddim", "tune.rtol=0"], "tune.rtol must be > 0"),
+    (["tune.pilot=8", "solver=ddim", "tune.shift=true"], "tune.shift must be false unless"),
+    (["tune.pilot=8", "solver=ddim", "tune.shift=true", "tune.search_evals=5"],
+     "tune.shift needs solver=dpm_solver_multistep"),
 ])
 def test_bad_tune_settings_are_named(run, capsys, overrides, message):
     assert main(["sample", f"run={run}", "n=4", *overrides]) != 0
