@@ -66,6 +66,7 @@ class TunedGrid:
         return {"ts": self.ts} | ({} if self.eval_ts is None else {"eval_ts": self.eval_ts})
 
 
+@torch.no_grad()
 def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
               sampler: Sampler | None = None, order: int = 3, t_eps: float = 1e-3,
               floor: float = 0.05, search_evals: int = 0, shift: bool = False,
@@ -84,7 +85,8 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
         search_evals: budget of sampler runs on the pilot for the Powell search (0: no search).
         shift: search the model's evaluation times too (needs search_evals > 0 and a sampler that
             takes `eval_ts`, as dpm_solver_multistep does).
-        points: size of the fine log-SNR grid the reference is recorded on (>= order + 3).
+        points: size of the fine log-SNR grid the reference is recorded on (>= order + 3); the
+            reference paths and their x0_hat take 2 * points times the pilot's memory.
         rtol, atol: dopri5 tolerances of the reference; keep them well below the sampler's error.
 
     Returns:

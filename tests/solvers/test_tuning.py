@@ -150,3 +150,17 @@ def test_eval_ts_on_the_grid_is_the_plain_sampler():
     for bad in (ts[:-2], torch.cat([ts[:-2], torch.tensor([2.0], dtype=D64)])):
         with pytest.raises(ValueError, match="eval_ts"):
             UNIPC3(sde, score, x_T, ts=ts, eval_ts=bad)
+
+
+def test_tuning_a_network_keeps_no_graph():
+    """A score with parameters: every call, the pilot's x0_hat included, runs without autograd
+    (a network's graphs for points x pilot evaluations would be kept otherwise)."""
+    sde, net = VPSDE(), torch.nn.Linear(2, 2).double()
+    grad_on = []
+
+    def score(x, t):
+        grad_on.append(torch.is_grad_enabled())
+        return net(x)
+
+    tune_grid(sde, score, draws(mixture(), sde, 32, seed=4), 4, points=41, rtol=1e-5, atol=1e-5)
+    assert len(grad_on) > 41 and not any(grad_on)
