@@ -111,8 +111,8 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
     n = len(ts) - 1
     q = c if eval_ts is None else _Coefs(sde, _check_eval_ts(sde, eval_ts, n))
     record = Trajectory(return_trajectory, callback)
-    x, t_list = x_T, ts.tolist()
-    record.record(0, t_list[0], x)
+    x = x_T
+    record.record(0, c.t[0], x)
     ms: list[Tensor] = []  # x0_hat at previous grid times, newest last
     x_prev, k = x, 0  # the state before the last step and that step's order
     for i in range(n):
@@ -142,7 +142,7 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
                     phi2 = phi1 / h + 1
                     phi3 = phi2 / h - 0.5
                     x = x + a_s * phi2 * d1 - a_s * phi3 * d2
-        record.record(i + 1, t_list[i + 1], x)
+        record.record(i + 1, c.t[i + 1], x)
     return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
 
 
@@ -189,15 +189,15 @@ def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, 
     ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     c, score = _Coefs(sde, ts), CountingScore(score_fn)
     record = Trajectory(return_trajectory, callback)
-    x, t_list = x_T, ts.tolist()
-    record.record(0, t_list[0], x)
+    x = x_T
+    record.record(0, c.t[0], x)
 
     def phi1(h: float) -> float:
         return math.expm1(-h)
 
     for i in range(len(ts) - 1):
         a_t, s_t, a_s, s_s = c.alpha[i], c.sigma[i], c.alpha[i + 1], c.sigma[i + 1]
-        m0 = c.x0(score, x, t_list[i], a_t, s_t)
+        m0 = c.x0(score, x, c.t[i], a_t, s_t)
         if s_s == 0 or order == 1:
             x = a_s * m0 if s_s == 0 else (s_s / s_t) * x - a_s * phi1(c.lam[i + 1] - c.lam[i]) * m0
         else:
@@ -216,5 +216,5 @@ def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, 
                 m2 = c.x0(score, x2, t2, a2, s2)
                 phi2 = phi1(h) / h + 1
                 x = (s_s / s_t) * x - a_s * phi1(h) * m0 + (1 / r2) * a_s * phi2 * (m2 - m0)
-        record.record(i + 1, t_list[i + 1], x)
+        record.record(i + 1, c.t[i + 1], x)
     return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)

@@ -106,8 +106,8 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
     if shift and not search_evals:
         raise ValueError("shift=True searches the evaluation times: give it search_evals > 0")
     sampler = sampler or functools.partial(dpm_solver_multistep, order=3, corrector=True)
-    ends = grids.log_snr_ends(sde, t_eps)
-    fine = grids.from_log_snr(sde, torch.linspace(*ends, points, dtype=torch.float64), t_eps)
+    lam = 0.5 * torch.linspace(*grids.log_snr_ends(sde, t_eps), points, dtype=torch.float64)
+    fine = grids.from_log_snr(sde, 2 * lam, t_eps)
     paths = probability_flow(sde, score_fn, x_pilot, ts=fine, rtol=rtol, atol=atol,
                              return_trajectory=True).trajectory
     x0_hat = torch.stack([_data_prediction(sde, score_fn, x, t) for x, t in zip(paths, fine)])
@@ -117,7 +117,6 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
         err = (x - paths[-1][part]).flatten(1).norm(dim=1).pow(2).mean().div(x[0].numel())
         return err.sqrt().item() if bool(torch.isfinite(err)) else math.inf
 
-    lam = 0.5 * torch.linspace(*ends, points, dtype=torch.float64)
     candidates = [grids.from_log_snr(sde, 2 * equidistributed(lam, x0_hat, steps, order, floor),
                                      t_eps),
                   grids.log_snr_window(sde, steps, t_eps=t_eps),
