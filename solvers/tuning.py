@@ -42,6 +42,7 @@ from solvers import grids
 from solvers.exponential import dpm_solver_multistep
 from solvers.ode import probability_flow
 from solvers.result import SampleResult, ScoreFn
+from solvers.stepping import tweedie
 
 Sampler = Callable[..., SampleResult]
 
@@ -110,7 +111,7 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
     fine = grids.from_log_snr(sde, 2 * lam, t_eps)
     paths = probability_flow(sde, score_fn, x_pilot, ts=fine, rtol=rtol, atol=atol,
                              return_trajectory=True).trajectory
-    x0_hat = torch.stack([_data_prediction(sde, score_fn, x, t) for x, t in zip(paths, fine)])
+    x0_hat = torch.stack([tweedie(sde, score_fn, x, t) for x, t in zip(paths, fine.tolist())])
 
     def pilot_error(kwargs: dict[str, Tensor], part: slice = slice(None)) -> float:
         x = sampler(sde, score_fn, x_pilot[part], **kwargs).x
@@ -158,12 +159,6 @@ def equidistributed(lam: Tensor, x0_hat: Tensor, steps: int, order: int, floor: 
     out = edges[j - 1] + (u - cdf[j - 1]) / (cdf[j] - cdf[j - 1]) * edges.diff()[j - 1]
     out[0], out[-1] = lam[0], lam[-1]
     return out
-
-
-def _data_prediction(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
-    """x0_hat = (x + sigma^2 score(x, t)) / alpha at one time t (0-d)."""
-    t_vec = t.to(x.dtype).expand(x.shape[0])
-    return (x + sde.sigma(t) ** 2 * score_fn(x, t_vec)) / sde.alpha(t)
 
 
 def _powell(sde: SDE, ts: Tensor, t_eps: float, shift: bool,
