@@ -32,8 +32,8 @@ import torch
 import torchdiffeq
 from scipy.integrate import solve_ivp
 
-from sde_lib import VPSDE, GaussianMixture
-from solvers.likelihood import log_likelihood
+from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.solvers.likelihood import log_likelihood
 
 T_EPS, TOL = 1e-5, 1e-5
 SHAPES = {2: (2,), 64: (1, 8, 8), 3072: (3, 32, 32)}

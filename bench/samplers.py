@@ -36,8 +36,8 @@ import diffusers
 import torch
 import torchsde
 
-import solvers
-from sde_lib import SDE, VESDE, VPSDE, GaussianMixture
+from score_sde import solvers
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture
 
 N_TRAIN, T_EPS, N_TRUE = 1000, 1e-3, 50_000
 N_PILOT, SEARCH_EVALS = 1000, {5: 1000, 10: 1000, 20: 500}  # no search at other NFE

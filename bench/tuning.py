@@ -20,8 +20,8 @@ import time
 
 import torch
 
-import solvers
-from scoresde.build import build_data, load_run
+from score_sde import solvers
+from score_sde.build import build_data, load_run
 
 NFES = (5, 10, 20)
 

@@ -4,14 +4,14 @@ The network's time input and the meaning of each prediction are written down in
 `models.parameterization`.
 """
 
-from models import parameterization
-from models.classifier import NoisyClassifier, NoisyConvClassifier, classifier_loss
-from models.ema import EMA
-from models.embeddings import GaussianFourierFeatures, LabelEmbedding, SinusoidalFeatures
-from models.mlp import MLP
-from models.parameterization import PREDICTIONS
-from models.score_model import Prediction, ScoreModel
-from models.unet import UNet
+from score_sde.models import parameterization
+from score_sde.models.classifier import NoisyClassifier, NoisyConvClassifier, classifier_loss
+from score_sde.models.ema import EMA
+from score_sde.models.embeddings import GaussianFourierFeatures, LabelEmbedding, SinusoidalFeatures
+from score_sde.models.mlp import MLP
+from score_sde.models.parameterization import PREDICTIONS
+from score_sde.models.score_model import Prediction, ScoreModel
+from score_sde.models.unet import UNet
 
 __all__ = [
     "MLP", "UNet", "ScoreModel", "Prediction", "EMA", "PREDICTIONS", "parameterization",

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.embeddings import batch_time, time_features
-from models.mlp import ResidualMLPBlock
-from models.unet import ResBlock, _norm
-from sde_lib import SDE, append_dims, sample_time
+from score_sde.models.embeddings import batch_time, time_features
+from score_sde.models.mlp import ResidualMLPBlock
+from score_sde.models.unet import ResBlock, _norm
+from score_sde.sde_lib import SDE, append_dims, sample_time
 
 
 class NoisyClassifier(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.embeddings import LabelEmbedding, batch_time, check_labels, time_features
+from score_sde.models.embeddings import LabelEmbedding, batch_time, check_labels, time_features
 
 
 class ResidualMLPBlock(nn.Module):

@@ -7,7 +7,7 @@ Time input:
     tensor. No `t * 999`, no log(sigma), no noise level: the network never sees the SDE. Any scaling
     of t lives inside the network's time features (e.g. `SinusoidalFeatures(scale=1000)`).
 
-Legend (DESIGN.md, "The math"); the forward marginal is
+Legend (docs/math.md); the forward marginal is
     x_t = alpha_t x0 + sigma_t eps,   eps ~ N(0, I),
 with alpha_t = sde.alpha(t), sigma_t = sde.sigma(t) (VE: alpha_t = 1). Every prediction estimates a
 posterior mean given x_t (Tweedie), and each determines the others through alpha_t and sigma_t:
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sde_lib import append_dims
+from score_sde.sde_lib import append_dims
 
 PREDICTIONS = ("eps", "score", "x0", "v")
 

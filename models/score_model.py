@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from models.parameterization import check_prediction, convert, eps_and_x0
-from sde_lib import SDE, time_for
+from score_sde.models.parameterization import check_prediction, convert, eps_and_x0
+from score_sde.sde_lib import SDE, time_for
 
 
 @dataclass

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.embeddings import LabelEmbedding, batch_time, check_labels, time_features
-from sde_lib import append_dims
+from score_sde.models.embeddings import LabelEmbedding, batch_time, check_labels, time_features
+from score_sde.sde_lib import append_dims
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:

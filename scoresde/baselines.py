@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from solvers.likelihood import dequantize
+from score_sde.solvers.likelihood import dequantize
 
 
 @dataclass

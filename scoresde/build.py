@@ -17,10 +17,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import models
-from scoresde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from scoresde.data import Dataset
-from sde_lib import SDE
+from score_sde import models
+from score_sde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from score_sde.data import Dataset
+from score_sde.sde_lib import SDE
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -46,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
 def build_data(cfg: DictConfig) -> Dataset:
     data = _instantiate(cfg.data, "data")
     if not isinstance(data, Dataset):
-        raise ValueError(f"data._target_ must return a scoresde.data.Dataset, got {type(data)}")
+        raise ValueError(f"data._target_ must return a score_sde.data.Dataset, got {type(data)}")
     return data
 
 

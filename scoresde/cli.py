@@ -1,13 +1,13 @@
 """The `score-sde` command line: `score-sde train | sample | likelihood [hydra overrides]`.
 
-Each command is a hydra application over the configs in the `conf` package (`pkg://conf`, so an
+Each command is a hydra application over the configs in the `conf` package (`pkg://score_sde.conf`, so an
 installed wheel finds them): `conf/train.yaml`, `conf/sample.yaml`, `conf/likelihood.yaml`, whose
-schemas are the dataclasses of `scoresde.config`. Everything after the command goes to hydra:
+schemas are the dataclasses of `score_sde.config`. Everything after the command goes to hydra:
 overrides (`sde=ve train.lr=1e-3`), `-m` for sweeps, `--cfg job` to print the config, `--help`.
 
 Started by torchrun (WORLD_SIZE > 1), every command first joins the process group: training runs
 under DistributedDataParallel, sampling and likelihood share their batches among the ranks, and
-only rank 0 prints and writes (`scoresde.distributed`). A plain start makes no process group.
+only rank 0 prints and writes (`score_sde.distributed`). A plain start makes no process group.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from scoresde import distributed
-from scoresde.config import START_TIME_ENV, register_configs
+from score_sde import distributed
+from score_sde.config import START_TIME_ENV, register_configs
 
-CONFIG_PATH = "pkg://conf"
+CONFIG_PATH = "pkg://score_sde.conf"
 COMMANDS = {
     "train": "train a score model, then sample and compute the test NLL (hydra overrides follow)",
     "sample": "draw samples from a trained run: run=<run folder> [solver=ddim solver.steps=50]",
@@ -45,8 +45,8 @@ def _run_dir() -> Path:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def _train(cfg: DictConfig) -> None:
-    from scoresde.checkpoint import CheckpointError
-    from scoresde.train import train
+    from score_sde.checkpoint import CheckpointError
+    from score_sde.train import train
 
     try:
         with distributed.process_group():  # joined already under torchrun; submitit jobs join here
@@ -88,7 +88,7 @@ def _train(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="sample", version_base="1.3")
 def _sample(cfg: DictConfig) -> None:
-    from scoresde.commands import sample
+    from score_sde.commands import sample
 
     try:
         with distributed.process_group():
@@ -99,7 +99,7 @@ def _sample(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="likelihood", version_base="1.3")
 def _likelihood(cfg: DictConfig) -> None:
-    from scoresde.commands import likelihood
+    from score_sde.commands import likelihood
 
     try:
         with distributed.process_group():

@@ -3,11 +3,11 @@
 Both read `<run>/config.yaml` (written by `score-sde train`) to rebuild the SDE, the network and
 the data, then load the run's latest checkpoint (or `checkpoint=<file>`), the EMA weights unless
 `ema=false`. `sample` takes `label=<class> guidance.scale=<w>` for a class-conditional run
-(classifier-free guidance; `scoresde.conditional`) and `inpaint.known=<file> inpaint.mask=<file>`
-to sample the unknown part given the known one (`scoresde.inpaint`); both go together.
-`tune.pilot=<n>` tunes the solver's grid to the model first (`scoresde.tuned`).
+(classifier-free guidance; `score_sde.conditional`) and `inpaint.known=<file> inpaint.mask=<file>`
+to sample the unknown part given the known one (`score_sde.inpaint`); both go together.
+`tune.pilot=<n>` tunes the solver's grid to the model first (`score_sde.tuned`).
 
-Under torchrun both commands share the work among the ranks (`scoresde.distributed`): each rank
+Under torchrun both commands share the work among the ranks (`score_sde.distributed`): each rank
 solves its blocks of samples or batches of points with the bare model, rank 0 gathers the results
 in order, prints and writes them. The results do not depend on the number of ranks.
 """
@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from scoresde import distributed
-from scoresde import evaluate as ev
-from scoresde.build import build_data, build_solver, load_run, resolve_device
-from scoresde.conditional import guided_score
-from scoresde.config import validate_eval
-from scoresde.inpaint import inpainting_solver, load_inpainting
-from scoresde.metrics import MetricsLogger
-from scoresde.tuned import tuned_solver
+from score_sde import distributed
+from score_sde import evaluate as ev
+from score_sde.build import build_data, build_solver, load_run, resolve_device
+from score_sde.conditional import guided_score
+from score_sde.config import validate_eval
+from score_sde.inpaint import inpainting_solver, load_inpainting
+from score_sde.metrics import MetricsLogger
+from score_sde.tuned import tuned_solver
 
 
 def _set_threads(cfg: DictConfig, run_cfg: DictConfig) -> None:

@@ -19,12 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import models
-import solvers
-from scoresde import plots
-from scoresde.data import Dataset
-from scoresde.judge import Judge
-from sde_lib import SDE
+from score_sde import models, plots, solvers
+from score_sde.data import Dataset
+from score_sde.judge import Judge
+from score_sde.sde_lib import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PICTURE_PER_CLASS = 10  # samples per class (one row each) in the pictures of image classes

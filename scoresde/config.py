@@ -121,7 +121,7 @@ class InpaintSettings:
 
 @dataclass
 class TuneSettings:
-    """A grid tuned to the model on `pilot` prior draws before sampling (scoresde.tuned)."""
+    """A grid tuned to the model on `pilot` prior draws before sampling (score_sde.tuned)."""
 
     pilot: int = 0  # prior draws in the pilot; 0: the solver's own grid
     search_evals: int = 0  # Powell's search budget in solver runs on the pilot (0: none)
@@ -204,7 +204,7 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
     from hydra import initialize_config_module
 
     register_configs()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="score_sde.conf", version_base="1.3"):
         return hydra_compose(config_name, overrides=list(overrides))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sde_lib import GaussianMixture
+from score_sde.sde_lib import GaussianMixture
 
 
 @dataclass

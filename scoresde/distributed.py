@@ -5,7 +5,7 @@ WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; in a job of several tasks star
 submitit launcher, submitit sets them) and keeps the single-process path free of it: without WORLD_SIZE > 1 no
 process group is made and every helper is the identity.
 
-- Training (`scoresde.train`): every rank draws the same global batch (indices, times, noise) from
+- Training (`score_sde.train`): every rank draws the same global batch (indices, times, noise) from
   generators seeded by the run seed and takes its contiguous slice of `train.batch_size / world`
   points; DistributedDataParallel averages the gradients of the per-rank mean losses, which is the
   gradient of the global mean loss. N ranks therefore take the steps one process takes.

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import solvers
-from scoresde import distributed, plots
-from scoresde.data import Dataset
-from sde_lib import SDE
+from score_sde import distributed, plots, solvers
+from score_sde.data import Dataset
+from score_sde.sde_lib import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 

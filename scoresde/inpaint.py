@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import solvers
+from score_sde import solvers
 
 
 @dataclass

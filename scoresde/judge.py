@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde.data import Dataset
+from score_sde.data import Dataset
 
 
 @dataclass

@@ -12,11 +12,11 @@ it each batch's labels, a fraction `train.label_dropout` of them replaced by the
 from the batch-index generator), so one network learns the conditional and the unconditional
 score that classifier-free guidance mixes. Their evaluation adds per-class samples at each of
 `eval.guidance_scales` and, with `eval.judge`, how often a classifier trained on the training split
-recognises the asked-for class (`scoresde.conditional`, `scoresde.judge`).
+recognises the asked-for class (`score_sde.conditional`, `score_sde.judge`).
 
 Under torchrun (several processes) the model is wrapped in DistributedDataParallel; every rank
 draws the same global batch from the shared generators and trains on its slice of it, so N ranks
-take the steps of one process (see `scoresde.distributed`). Torch's global RNG (dropout) is seeded
+take the steps of one process (see `score_sde.distributed`). Torch's global RNG (dropout) is seeded
 per rank from the run seed. Only rank 0 logs, evaluates, draws pictures and writes checkpoints,
 which hold the unwrapped model: a checkpoint of N ranks resumes in any number of processes.
 """
@@ -37,10 +37,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-import models
-from scoresde import distributed, plots
-from scoresde.baselines import gmm_bits_per_dim
-from scoresde.build import (
+from score_sde import distributed, models, plots
+from score_sde.baselines import gmm_bits_per_dim
+from score_sde.build import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     build_data,
@@ -50,14 +49,14 @@ from scoresde.build import (
     conditional_classes,
     resolve_device,
 )
-from scoresde.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scoresde.conditional import drop_labels, evaluate_classes
-from scoresde.config import validate_train
-from scoresde.data import Dataset
-from scoresde.evaluate import evaluate
-from scoresde.judge import fit_judge
-from scoresde.metrics import MetricsLogger, read_metrics, truncate_metrics
-from sde_lib import dsm_loss, sample_time
+from score_sde.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from score_sde.conditional import drop_labels, evaluate_classes
+from score_sde.config import validate_train
+from score_sde.data import Dataset
+from score_sde.evaluate import evaluate
+from score_sde.judge import fit_judge
+from score_sde.metrics import MetricsLogger, read_metrics, truncate_metrics
+from score_sde.sde_lib import dsm_loss, sample_time
 
 # settings that may change when a run is resumed; anything else must match the saved config
 RESUMABLE = ("train.steps", "train.progress", "train.log_every", "eval.", "checkpoint.", "logger.",

@@ -12,16 +12,16 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-import solvers
-from sde_lib import SDE
-from solvers.result import ScoreFn
+from score_sde import solvers
+from score_sde.sde_lib import SDE
+from score_sde.solvers.result import ScoreFn
 
 # the solvers a grid can be tuned for, and their global order from the solver's config
 ORDERS: dict[str, Callable[[DictConfig], int]] = {
-    "solvers.dpm_solver_multistep": lambda s: min(s.get("order", 2) + bool(s.get("corrector")), 3),
-    "solvers.dpm_solver_singlestep": lambda s: s.get("order", 2),
-    "solvers.ddim": lambda s: 1,
-    "solvers.heun": lambda s: 2,
+    "score_sde.solvers.dpm_solver_multistep": lambda s: min(s.get("order", 2) + bool(s.get("corrector")), 3),
+    "score_sde.solvers.dpm_solver_singlestep": lambda s: s.get("order", 2),
+    "score_sde.solvers.ddim": lambda s: 1,
+    "score_sde.solvers.heun": lambda s: 2,
 }
 
 
@@ -37,7 +37,7 @@ def tuned_solver(cfg: DictConfig, sde: SDE, score_fn: ScoreFn, solver: Callable[
     if target not in ORDERS or settings.get("eta", 0) or settings.get("churn", 0):
         raise ValueError(f"tune.pilot needs a deterministic grid solver ({', '.join(ORDERS)}; "
                          f"eta = churn = 0), got {target} (e.g. solver=dpm_solver_multistep)")
-    if cfg.tune.shift and target != "solvers.dpm_solver_multistep":
+    if cfg.tune.shift and target != "score_sde.solvers.dpm_solver_multistep":
         raise ValueError(f"tune.shift needs solver=dpm_solver_multistep (it takes eval_ts), got {target}")
     generator = torch.Generator().manual_seed(cfg.seed + 1)  # not the samples' own draws
     pilot = sde.prior_sample((cfg.tune.pilot, *shape), generator=generator).to(device)

@@ -1,6 +1,6 @@
 """The abstract linear (affine-drift) SDE dx = f(t) x dt + g(t) dw and what follows from it.
 
-Legend (DESIGN.md, "The math"):
+Legend (docs/math.md):
     alpha(t), sigma(t)  the marginal x_t = alpha(t) x_0 + sigma(t) z, z ~ N(0, I)
     f(t) = d log alpha / dt, the drift coefficient: drift(x, t) = f(t) x
     g(t)                the diffusion coefficient
@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde_lib._shapes import append_dims, as_time, time_for
+from score_sde.sde_lib._shapes import append_dims, as_time, time_for
 
 
 class SDE(abc.ABC):

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sde_lib._shapes import append_dims, check_t_eps
-from sde_lib.base import SDE
+from score_sde.sde_lib._shapes import append_dims, check_t_eps
+from score_sde.sde_lib.base import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 WEIGHTINGS = ("sigma2", "likelihood", "none")

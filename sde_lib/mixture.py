@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from sde_lib._shapes import append_dims, time_for
-from sde_lib.base import SDE
+from score_sde.sde_lib._shapes import append_dims, time_for
+from score_sde.sde_lib.base import SDE
 
 
 class GaussianMixture:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde_lib.base import SDE
+from score_sde.sde_lib.base import SDE
 
 
 class VESDE(SDE):

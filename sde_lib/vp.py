@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sde_lib.base import SDE
-from sde_lib.schedules import CosineSchedule, LinearSchedule
+from score_sde.sde_lib.base import SDE
+from score_sde.sde_lib.schedules import CosineSchedule, LinearSchedule
 
 _SCHEDULES = ("linear", "cosine")
 

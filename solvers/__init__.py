@@ -9,19 +9,19 @@ decreasing `ts`, eta, method, ...) are keywords with defaults, so hydra can buil
 `_target_: solvers.ddim` and `_partial_: true`. Samplers run under torch.no_grad().
 """
 
-from solvers import grids
-from solvers.adaptive import adaptive_sde
-from solvers.ddim import ddim, ddpm_ancestral
-from solvers.edm import heun
-from solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
-from solvers.guidance import cfg, classifier_guidance
-from solvers.inpainting import impute
-from solvers.likelihood import bits_per_dim, log_likelihood, nll_bound
-from solvers.ode import probability_flow
-from solvers.result import CountingScore, SampleResult
-from solvers.sde_samplers import euler_maruyama, langevin_step, predictor_corrector
-from solvers.torchsde_adapter import torchsde_reverse
-from solvers.tuning import tune_grid
+from score_sde.solvers import grids
+from score_sde.solvers.adaptive import adaptive_sde
+from score_sde.solvers.ddim import ddim, ddpm_ancestral
+from score_sde.solvers.edm import heun
+from score_sde.solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
+from score_sde.solvers.guidance import cfg, classifier_guidance
+from score_sde.solvers.inpainting import impute
+from score_sde.solvers.likelihood import bits_per_dim, log_likelihood, nll_bound
+from score_sde.solvers.ode import probability_flow
+from score_sde.solvers.result import CountingScore, SampleResult
+from score_sde.solvers.sde_samplers import euler_maruyama, langevin_step, predictor_corrector
+from score_sde.solvers.torchsde_adapter import torchsde_reverse
+from score_sde.solvers.tuning import tune_grid
 
 __all__ = [
     "SampleResult", "CountingScore", "grids",

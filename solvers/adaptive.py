@@ -22,9 +22,9 @@ import torch
 import torchsde
 from torch import Tensor
 
-from sde_lib import SDE, append_dims, check_t_eps
-from solvers.result import CountingScore, SampleResult, ScoreFn, initial_state
-from solvers.stepping import tweedie
+from score_sde.sde_lib import SDE, append_dims, check_t_eps
+from score_sde.solvers.result import CountingScore, SampleResult, ScoreFn, initial_state
+from score_sde.solvers.stepping import tweedie
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """DDIM (the eta family) and DDPM's ancestral sampler, on any linear SDE and any decreasing grid.
 
 Both read alpha(t), sigma(t) of the SDE and turn the score into DDPM's noise prediction
-eps_hat = -sigma_t score (source notes 000 and 001). The step formulas are in `solvers.stepping`.
+eps_hat = -sigma_t score (docs/math.md, "Discrete samplers"). The step formulas are in `solvers.stepping`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sde_lib import SDE
-from solvers import grids
-from solvers.result import Callback, SampleResult, ScoreFn, initial_state
-from solvers.stepping import GridCoefficients, ancestral_coefficients, ddim_coefficients, run_linear_steps
+from score_sde.sde_lib import SDE
+from score_sde.solvers import grids
+from score_sde.solvers.result import Callback, SampleResult, ScoreFn, initial_state
+from score_sde.solvers.stepping import (
+    GridCoefficients,
+    ancestral_coefficients,
+    ddim_coefficients,
+    run_linear_steps,
+)
 
 
 def _check_linear(sde: SDE) -> None:

@@ -3,8 +3,9 @@ with optional stochastic churn (its grid is `solvers.grids.karras`).
 
 In EDM's coordinates x_bar = x / alpha and rho = sigma / alpha (the noise-to-signal ratio,
 exp(-log_snr / 2)), the PF-ODE of every linear SDE is dx_bar / d rho = eps_hat(x, t) with
-eps_hat = -sigma_t score(x, t) (source note 000); VE has alpha = 1 and rho = sigma. Heun's method
-on it is EDM's Algorithm 1 (second order, 2 NFE a step; the step into rho = 0 is Euler).
+eps_hat = -sigma_t score(x, t) (docs/math.md, "DDIM is Euler's method"); VE has alpha = 1 and
+rho = sigma. Heun's method on it is EDM's Algorithm 1 (second order, 2 NFE a step; the step into
+rho = 0 is Euler).
 Churn (Algorithm 2) first raises rho_i to rho_hat = rho_i (1 + gamma) by adding fresh noise of
 variance rho_hat^2 - rho_i^2, gamma = min(S_churn / N, sqrt(2) - 1) on rho in [S_tmin, S_tmax].
 """
@@ -16,9 +17,9 @@ import math
 import torch
 from torch import Tensor
 
-from sde_lib import SDE
-from solvers.grids import resolve_grid
-from solvers.result import (
+from score_sde.sde_lib import SDE
+from score_sde.solvers.grids import resolve_grid
+from score_sde.solvers.result import (
     Callback,
     CountingScore,
     SampleResult,

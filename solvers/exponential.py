@@ -30,9 +30,9 @@ import math
 import torch
 from torch import Tensor
 
-from sde_lib import SDE
-from solvers.grids import resolve_grid
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, initial_state
+from score_sde.sde_lib import SDE
+from score_sde.solvers.grids import resolve_grid
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, initial_state
 
 MULTISTEP_ORDERS = (1, 2, 3)
 SINGLESTEP_ORDERS = (1, 2, 3)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sde_lib import SDE, check_t_eps
+from score_sde.sde_lib import SDE, check_t_eps
 
 SPACINGS = ("leading", "trailing", "linspace")
 

@@ -1,9 +1,9 @@
 """Guided score functions for conditional sampling: classifier-free and classifier guidance.
 
 Both turn a conditional model into a plain score_fn(x, t), so every sampler takes them as is.
-By Bayes, grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x) (source note 002); guidance
-weights the conditional part with a scale w >= 0 (w = 1 is exact conditioning, w > 1 sharpens,
-sampling approximately p_t(x) p_t(y | x)^w):
+By Bayes, grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x) (docs/math.md, "Conditional
+generation"); guidance weights the conditional part with a scale w >= 0 (w = 1 is exact
+conditioning, w > 1 sharpens, sampling approximately p_t(x) p_t(y | x)^w):
 
     classifier-free   s_w(x, t) = s(x, t, null) + w (s(x, t, y) - s(x, t, null))
     classifier        s_w(x, t) = s(x, t) + w grad_x log p_t(y | x)
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from solvers.result import ScoreFn
+from score_sde.solvers.result import ScoreFn
 
 LabelScoreFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 LogProbFn = Callable[[Tensor, Tensor], Tensor]

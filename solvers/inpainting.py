@@ -34,9 +34,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sde_lib import SDE, append_dims
-from solvers import grids
-from solvers.result import (
+from score_sde.sde_lib import SDE, append_dims
+from score_sde.solvers import grids
+from score_sde.solvers.result import (
     Callback,
     CountingScore,
     SampleResult,

@@ -1,7 +1,7 @@
 """Exact log-likelihoods through the probability-flow ODE, bits/dim of 8-bit images, and the
 likelihood-weighted variational bound (`nll_bound`) that the papers report beside the ODE's value.
 
-Legend (DESIGN.md, "The math"; N = prod(D) dims per sample, s(x, t) the score function):
+Legend (docs/math.md; N = prod(D) dims per sample, s(x, t) the score function):
     v(x, t) = f(t) x - g(t)^2 / 2 s(x, t)       the probability-flow velocity
     div v(x, t) = f(t) N - g(t)^2 / 2 div s(x, t) only the score's divergence is computed
     log p_{t_eps}(x) = log pi(x(T)) + int_{t_eps}^T div v(x(t), t) dt,   x(t_eps) = x
@@ -26,8 +26,8 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from sde_lib import SDE, append_dims, check_t_eps, sample_time, time_density
-from solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
+from score_sde.sde_lib import SDE, append_dims, check_t_eps, sample_time, time_density
+from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PriorLogp = Callable[[Tensor], Tensor]
@@ -288,7 +288,7 @@ def bits_per_dim(sde: SDE, score_fn: ScoreFn, x: Tensor, *, dequant_draws: int =
     Change of variables: the discrete model P(k) = int_{cell k} p(y) dy over cells of volume
     128^-N in [-1, 1] coordinates (see `dequantize`); writing y = (k + u)/128 - 1 and Jensen,
         -log P(k) = -log E_u[p(y) 128^-N] <= E_u[-log p(y)] + N log 128,
-    so bpd = (E_u[-log p(y)] / N + log 128) / log 2, DESIGN.md's formula; no further offset.
+    so bpd = (E_u[-log p(y)] / N + log 128) / log 2, the formula of docs/math.md; no further offset.
 
     Args:
         sde, score_fn: as for `log_likelihood`.

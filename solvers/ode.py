@@ -6,9 +6,9 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from sde_lib import SDE, check_t_eps
-from solvers import grids
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
+from score_sde.sde_lib import SDE, check_t_eps
+from score_sde.solvers import grids
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sde_lib import SDE
-from solvers import grids
-from solvers.result import (
+from score_sde.sde_lib import SDE
+from score_sde.solvers import grids
+from score_sde.solvers.result import (
     Callback,
     CountingScore,
     SampleResult,
@@ -21,7 +21,7 @@ from solvers.result import (
     initial_state,
     randn_like,
 )
-from solvers.stepping import (
+from score_sde.solvers.stepping import (
     GridCoefficients,
     LinearSteps,
     ancestral_coefficients,

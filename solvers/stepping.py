@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sde_lib import SDE
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, randn_like
+from score_sde.sde_lib import SDE
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, randn_like
 
 
 @dataclass(frozen=True)

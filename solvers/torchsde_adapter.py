@@ -19,9 +19,9 @@ import torch
 import torchsde
 from torch import Tensor
 
-from sde_lib import SDE, append_dims
-from solvers import grids
-from solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
+from score_sde.sde_lib import SDE, append_dims
+from score_sde.solvers import grids
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
 
 ITO_METHODS = ("euler", "milstein", "srk")
 STRATONOVICH_METHODS = ("reversible_heun", "midpoint", "heun", "euler_heun", "log_ode_midpoint")

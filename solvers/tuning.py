@@ -37,12 +37,12 @@ import scipy.optimize
 import torch
 from torch import Tensor
 
-from sde_lib import SDE, check_t_eps
-from solvers import grids
-from solvers.exponential import dpm_solver_multistep
-from solvers.ode import probability_flow
-from solvers.result import SampleResult, ScoreFn
-from solvers.stepping import tweedie
+from score_sde.sde_lib import SDE, check_t_eps
+from score_sde.solvers import grids
+from score_sde.solvers.exponential import dpm_solver_multistep
+from score_sde.solvers.ode import probability_flow
+from score_sde.solvers.result import SampleResult, ScoreFn
+from score_sde.solvers.stepping import tweedie
 
 Sampler = Callable[..., SampleResult]
 

@@ -4,10 +4,10 @@ data reaches the Bayes accuracy given by the exact posterior p_t(k | x_t), and g
 import pytest
 import torch
 
-from models import NoisyClassifier, NoisyConvClassifier, classifier_loss
-from sde_lib import VPSDE, GaussianMixture
-from solvers import euler_maruyama
-from solvers.guidance import classifier_guidance
+from score_sde.models import NoisyClassifier, NoisyConvClassifier, classifier_loss
+from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.solvers import euler_maruyama
+from score_sde.solvers.guidance import classifier_guidance
 
 SDE = VPSDE()
 GM = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.2]]), 0.6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import EMA, MLP
+from score_sde.models import EMA, MLP
 
 D64 = torch.float64
 

@@ -4,8 +4,8 @@ data (MLP on 2-D points, U-Net on 8x8 images)."""
 import pytest
 import torch
 
-from models import EMA, MLP, ScoreModel, UNet
-from sde_lib import VPSDE, GaussianMixture, dsm_loss
+from score_sde.models import EMA, MLP, ScoreModel, UNet
+from score_sde.sde_lib import VPSDE, GaussianMixture, dsm_loss
 
 
 def relative_error(model, gm, sde, gen, per_time=100):

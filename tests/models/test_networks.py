@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from models import MLP, UNet
-from models.embeddings import GaussianFourierFeatures, SinusoidalFeatures
-from models.unet import AttentionBlock
+from score_sde.models import MLP, UNet
+from score_sde.models.embeddings import GaussianFourierFeatures, SinusoidalFeatures
+from score_sde.models.unet import AttentionBlock
 
 D64 = torch.float64
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models.parameterization import PREDICTIONS, convert, eps_and_x0, to_score, to_v, to_x0
-from sde_lib import VESDE, VPSDE, SubVPSDE
+from score_sde.models.parameterization import PREDICTIONS, convert, eps_and_x0, to_score, to_v, to_x0
+from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE
 
 D64 = torch.float64
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=50.0)}

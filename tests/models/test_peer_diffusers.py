@@ -5,7 +5,7 @@ sigma_t taken from its own alphas_cumprod (alpha^2 = abar, sigma^2 = 1 - abar)."
 import pytest
 import torch
 
-from models.parameterization import to_v, to_x0
+from score_sde.models.parameterization import to_v, to_x0
 
 diffusers = pytest.importorskip("diffusers")
 

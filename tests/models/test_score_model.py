@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import MLP, PREDICTIONS, ScoreModel
-from sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss
+from score_sde.models import MLP, PREDICTIONS, ScoreModel
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss
 
 D64 = torch.float64
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=10.0)}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_runs import TINY
 
-from scoresde.cli import main
+from score_sde.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -60,7 +60,7 @@ def test_train_sample_likelihood(tmp_path, capsys):
     (["train.lr=-0.001"], "train.lr must be > 0, got -0.001"),
     (["model=unet"], "model.input is 'image'"),
     (["train.lrr=0.1"], "lrr"),
-    (["solver=ddim", "solver.eta=2.0"], "solver solvers.ddim rejects its settings"),
+    (["solver=ddim", "solver.eta=2.0"], "solver score_sde.solvers.ddim rejects its settings"),
 ])
 def test_bad_overrides_fail_fast(tmp_path, capsys, overrides, message):
     run = tmp_path / "run"
@@ -83,7 +83,7 @@ def test_multirun_sweeps_sdes(tmp_path, monkeypatch):
     assert main(["train", "-m", "sde=vp,ve", *tiny]) == 0
     runs = sorted(p.name for p in (tmp_path / "m").iterdir() if p.is_dir())
     assert runs == ["0", "1"]
-    for r, target in zip(runs, ("sde_lib.VPSDE", "sde_lib.VESDE")):
+    for r, target in zip(runs, ("score_sde.sde_lib.VPSDE", "score_sde.sde_lib.VESDE")):
         assert (tmp_path / "m" / r / "checkpoints" / "ckpt_00000002.pt").is_file()
         assert f"_target_: {target}" in (tmp_path / "m" / r / "config.yaml").read_text()
 

@@ -12,16 +12,15 @@ import pytest
 import torch
 from tiny_runs import TINY
 
-import solvers
-from scoresde import commands, distributed
-from scoresde.build import build_data, build_solver, load_run
-from scoresde.checkpoint import load_checkpoint
-from scoresde.cli import main
-from scoresde.conditional import drop_labels
-from scoresde.config import compose, validate_eval, validate_train
-from scoresde.data import Dataset, checkerboard, digits, ring, ring_mixture, swiss_roll, two_moons
-from scoresde.judge import fit_judge
-from scoresde.train import train
+from score_sde import commands, distributed, solvers
+from score_sde.build import build_data, build_solver, load_run
+from score_sde.checkpoint import load_checkpoint
+from score_sde.cli import main
+from score_sde.conditional import drop_labels
+from score_sde.config import compose, validate_eval, validate_train
+from score_sde.data import Dataset, checkerboard, digits, ring, ring_mixture, swiss_roll, two_moons
+from score_sde.judge import fit_judge
+from score_sde.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FAST = TINY + ["eval.nll_points=0", "eval.paths=false", "eval.per_class=3"]

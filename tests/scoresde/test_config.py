@@ -11,18 +11,18 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-import models
-from scoresde.build import (
+from score_sde import models
+from score_sde.build import (
     build_data,
     build_model,
     build_sde,
     build_solver,
     conditional_classes,
 )
-from scoresde.config import compose, validate_train
-from scoresde.data import Dataset, ring_mixture
-from scoresde.metrics import MetricsLogger
-from sde_lib import SDE
+from score_sde.config import compose, validate_train
+from score_sde.data import Dataset, ring_mixture
+from score_sde.metrics import MetricsLogger
+from score_sde.sde_lib import SDE
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -36,7 +36,7 @@ def test_every_group_has_its_options():
     assert set(options("model")) == {"mlp", "unet"}
     assert {"ring", "checkerboard", "moons", "swiss_roll", "digits", "npz", "image_folder",
             "mnist", "cifar10"} <= set(options("data"))
-    import solvers
+    from score_sde import solvers
 
     samplers = {"euler_maruyama", "predictor_corrector", "probability_flow", "ddim",
                 "ddpm_ancestral", "torchsde_reverse", "dpm_solver_multistep",
@@ -143,7 +143,7 @@ def test_logger_writes_jsonl(name, tmp_path):
 
 def test_sample_and_likelihood_configs_compose():
     s = compose("sample", ["run=/some/run", "solver=ddim"])
-    assert s.run == "/some/run" and s.solver._target_ == "solvers.ddim"
+    assert s.run == "/some/run" and s.solver._target_ == "score_sde.solvers.ddim"
     lk = compose("likelihood", ["run=/some/run", "data.split=train"])
     assert lk.data.split == "train" and lk.divergence == "exact"
 

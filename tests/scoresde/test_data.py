@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from scoresde.baselines import gmm_bits_per_dim
-from scoresde.data import checkerboard, checkerboard_log_prob, digits, ring, ring_mixture
-from scoresde.train import dequantize
+from score_sde.baselines import gmm_bits_per_dim
+from score_sde.data import checkerboard, checkerboard_log_prob, digits, ring, ring_mixture
+from score_sde.train import dequantize
 
 
 def test_checkerboard_density_and_entropy():

@@ -21,11 +21,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny_runs import TINY
 
-from scoresde import commands, distributed
-from scoresde.checkpoint import load_checkpoint
-from scoresde.cli import main
-from scoresde.config import compose
-from scoresde.train import train
+from score_sde import commands, distributed
+from score_sde.checkpoint import load_checkpoint
+from score_sde.cli import main
+from score_sde.config import compose
+from score_sde.train import train
 
 FAST = TINY + ["eval.nll_points=0", "eval.paths=false", "eval.n_samples=4",
                "train.cosine_decay=false"]
@@ -139,7 +139,7 @@ def test_torchrun_checkpoint_resumes_in_one_process(tmp_path, capsys):
     cwd.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "scoresde.cli", "train", *FAST, "train.steps=4"]
+           "-m", "score_sde.cli", "train", *FAST, "train.steps=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

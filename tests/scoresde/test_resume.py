@@ -11,10 +11,10 @@ import pytest
 import torch
 from tiny_runs import TINY
 
-from scoresde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from scoresde.cli import main
-from scoresde.config import compose
-from scoresde.train import train
+from score_sde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from score_sde.cli import main
+from score_sde.config import compose
+from score_sde.train import train
 
 FAST = TINY + ["eval.nll_points=0", "eval.paths=false"]
 
@@ -114,7 +114,7 @@ def test_loading_never_unpickles_code(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, capsys, monkeypatch):
-    import scoresde.train as tr
+    import score_sde.train as tr
 
     monkeypatch.setattr(tr, "dsm_loss", lambda *a, **k: torch.tensor(float("nan"),
                                                                      requires_grad=True))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scoresde.train import check_resumable, learning_rate
+from score_sde.train import check_resumable, learning_rate
 
 
 def test_learning_rate_warmup_then_cosine():
@@ -20,9 +20,9 @@ def test_learning_rate_warmup_then_cosine():
 
 
 def test_resume_guard_allows_only_harmless_changes():
-    saved = {"train": {"steps": 10, "lr": 1e-3}, "sde": {"_target_": "sde_lib.VPSDE"},
+    saved = {"train": {"steps": 10, "lr": 1e-3}, "sde": {"_target_": "score_sde.sde_lib.VPSDE"},
              "eval": {"every": 0}, "run": "a"}
-    longer = {"train": {"steps": 20, "lr": 1e-3}, "sde": {"_target_": "sde_lib.VPSDE"},
+    longer = {"train": {"steps": 20, "lr": 1e-3}, "sde": {"_target_": "score_sde.sde_lib.VPSDE"},
               "eval": {"every": 5}, "run": "b"}
     check_resumable(saved, longer, Path("r"))
     other = {**longer, "train": {"steps": 20, "lr": 2e-3}}

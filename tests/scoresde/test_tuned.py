@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_runs import TINY
 
-from scoresde.cli import main
+from score_sde.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import torch
 
-from sde_lib import VPSDE
+from score_sde.sde_lib import VPSDE
 
 D64 = torch.float64
 

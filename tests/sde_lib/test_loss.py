@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss, sample_time, time_density
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss, sample_time, time_density
 
 D64 = torch.float64
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=10.0)}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchsde
 
-from sde_lib import VESDE, VPSDE, SubVPSDE
+from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE
 
 SDES = {
     "vp": lambda: VPSDE(),

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE
 
 D64 = torch.float64
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.05, sigma_max=5.0),

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, SubVPSDE, append_dims
+from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE, append_dims
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss
 
 
 @pytest.mark.parametrize("make, match", [

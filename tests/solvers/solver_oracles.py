@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
 
 D64 = torch.float64
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from solver_oracles import exact_score, mixture_2d, noised_draw
 
-import solvers
-from sde_lib import VPSDE
-from solvers import grids
+from score_sde import solvers
+from score_sde.sde_lib import VPSDE
+from score_sde.solvers import grids
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torchdiffeq import odeint
 
-from sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE
-from solvers.adaptive import adaptive_sde
-from solvers.edm import heun
-from solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
-from solvers.grids import karras
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.solvers.adaptive import adaptive_sde
+from score_sde.solvers.edm import heun
+from score_sde.solvers.exponential import dpm_solver_multistep, dpm_solver_singlestep
+from score_sde.solvers.grids import karras
 
 D64 = torch.float64
 T_EPS = 1e-2

@@ -7,9 +7,9 @@ import pytest
 import torch
 from solver_oracles import make_sdes
 
-import solvers
-from sde_lib import VESDE, VPSDE, GaussianMixture
-from solvers import grids
+from score_sde import solvers
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture
+from score_sde.solvers import grids
 
 SDES = make_sdes()
 

@@ -5,10 +5,10 @@ classifier is the mixture's posterior p_t(k | x)."""
 import pytest
 import torch
 
-from models import MLP, ScoreModel
-from sde_lib import VPSDE, GaussianMixture
-from solvers import ddim, euler_maruyama
-from solvers.guidance import cfg, classifier_guidance
+from score_sde.models import MLP, ScoreModel
+from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.solvers import ddim, euler_maruyama
+from score_sde.solvers.guidance import cfg, classifier_guidance
 
 D64 = torch.float64
 SDE = VPSDE()

@@ -5,9 +5,9 @@ import pytest
 import torch
 from solver_oracles import exact_score
 
-from sde_lib import VPSDE, GaussianMixture
-from solvers import adaptive_sde, ddim, euler_maruyama, heun, predictor_corrector
-from solvers.inpainting import impute
+from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.solvers import adaptive_sde, ddim, euler_maruyama, heun, predictor_corrector
+from score_sde.solvers.inpainting import impute
 
 D64 = torch.float64
 SDE = VPSDE()

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
-from solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
-from solvers.likelihood import log_likelihood
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
+from score_sde.solvers.likelihood import log_likelihood
 
 D64 = torch.float64
 T_EPS = 1e-5

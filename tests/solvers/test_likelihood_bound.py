@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
-from solvers.likelihood import nll_bound
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.solvers.likelihood import nll_bound
 
 D64 = torch.float64
 T_EPS = 1e-5

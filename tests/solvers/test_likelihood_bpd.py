@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sde_lib import VPSDE, GaussianMixture
-from solvers.likelihood import bits_per_dim, dequantize
+from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.solvers.likelihood import bits_per_dim, dequantize
 
 D64 = torch.float64
 T_EPS = 1e-5

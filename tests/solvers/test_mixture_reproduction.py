@@ -15,8 +15,8 @@ import torch
 import torchsde
 from solver_oracles import exact_score, make_sdes, mixture_2d, mixture_nd, mixture_z_scores, noised_draw
 
-import solvers
-from solvers import grids
+from score_sde import solvers
+from score_sde.solvers import grids
 
 N = 10_000
 T_EPS = 1e-3

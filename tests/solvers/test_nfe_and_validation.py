@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchsde
 
-import solvers
-from sde_lib import VESDE, VPSDE, SubVPSDE
-from solvers import grids
+from score_sde import solvers
+from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE
+from score_sde.solvers import grids
 
 D64 = torch.float64
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from solver_oracles import exact_score, make_sdes, mixture_2d, noised_draw
 
-import solvers
+from score_sde import solvers
 
 SDES = make_sdes()
 STEPS = [25, 50, 100, 200, 400]

@@ -1,15 +1,15 @@
 """The samplers against the formulas of their papers, written out independently here, with the same
-noise: DDIM eta=0 is Euler on dx_bar = eps d rho (source note 000), DDIM eta=1 on the full DDPM
-grid is DDPM's ancestral sampler with beta_tilde, the ancestral step is Ho et al.'s, reverse
-diffusion is score_sde's, Euler-Maruyama and predictor-corrector use the actual grid spacing and
-run predictor first. All in float64, equal to rounding."""
+noise: DDIM eta=0 is Euler on dx_bar = eps d rho (docs/math.md, "DDIM is Euler's method"), DDIM
+eta=1 on the full DDPM grid is DDPM's ancestral sampler with beta_tilde, the ancestral step is Ho
+et al.'s, reverse diffusion is score_sde's, Euler-Maruyama and predictor-corrector use the actual
+grid spacing and run predictor first. All in float64, equal to rounding."""
 
 import pytest
 import torch
 from solver_oracles import exact_score, make_sdes, mixture_2d, noised_draw
 
-import solvers
-from solvers import grids
+from score_sde import solvers
+from score_sde.solvers import grids
 
 SDES = make_sdes()
 D64 = torch.float64
@@ -58,7 +58,8 @@ def test_ddim_eta1_on_the_full_ddpm_grid_is_ddpm_ancestral_beta_tilde(sde_name):
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_ddpm_ancestral_is_ho_et_al_algorithm_2(variance):
     """x_{i-1} = (x_i - b_i / sqrt(1 - abar_i) eps) / sqrt(1 - b_i) + s_i z, z = 0 on the last
-    step, with abar_i = alpha(t_i)^2 and b_i = 1 - abar_i / abar_{i-1} (source note 001)."""
+    step, with abar_i = alpha(t_i)^2 and b_i = 1 - abar_i / abar_{i-1} (docs/math.md, "DDPM's ancestral
+    step")."""
     sde, score, x_T = _setup("vp")
     n = 50
     g = torch.Generator().manual_seed(4)

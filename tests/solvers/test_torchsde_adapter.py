@@ -6,9 +6,9 @@ import pytest
 import torch
 from solver_oracles import exact_score, mixture_2d, noised_draw
 
-import solvers
-from sde_lib import VPSDE, SubVPSDE
-from solvers.torchsde_adapter import SeededBrownianInterval
+from score_sde import solvers
+from score_sde.sde_lib import VPSDE, SubVPSDE
+from score_sde.solvers.torchsde_adapter import SeededBrownianInterval
 
 D64 = torch.float64
 

@@ -7,12 +7,12 @@ import functools
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, GaussianMixture
-from solvers import grids
-from solvers.ddim import ddim
-from solvers.exponential import dpm_solver_multistep
-from solvers.ode import probability_flow
-from solvers.tuning import equidistributed, tune_grid
+from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture
+from score_sde.solvers import grids
+from score_sde.solvers.ddim import ddim
+from score_sde.solvers.exponential import dpm_solver_multistep
+from score_sde.solvers.ode import probability_flow
+from score_sde.solvers.tuning import equidistributed, tune_grid
 
 D64 = torch.float64
 T_EPS = 1e-3
