@@ -34,6 +34,9 @@ class SDE(abc.ABC):
 
     noise_type = "diagonal"
     sde_type = "ito"
+    #: f(t) and g(t) are continuous in t. False for a discrete schedule, whose beta jumps at its
+    #: knots: adaptive ODE solvers then integrate in log-SNR time (`solvers.clock`).
+    smooth_coefficients = True
 
     def __init__(self, T: float, prior_std: float):
         if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):

@@ -74,3 +74,100 @@ class CosineSchedule:
 
     def __repr__(self) -> str:
         return f"CosineSchedule(s={self.s})"
+
+
+class DiscreteSchedule:
+    """A table of N cumulative alphas abar_0 > ... > abar_{N-1} (DDPM's `alphas_cumprod`) as a schedule
+    on [0, 1], in the time convention of DPM-Solver's discrete schedule: DDPM step k (diffusers'
+    timestep k) sits at t_k = (k + 1) / N, so a discrete model's network takes the timestep N t - 1.
+
+    B(t) = -log alpha(t)^2 is piecewise linear in t through the knots B(0) = 0 and
+    B(t_k) = -log abar_k, so alpha(t_k)^2 = abar_k to float64 rounding; beta(t) = B'(t) is piecewise
+    constant, N (B(t_k) - B(t_{k-1})) on (t_{k-1}, t_k] (left-continuous: at t_k it is DDPM's step k,
+    -N log(1 - betas[k])). The inverse of B is piecewise linear too.
+
+    Args:
+        alphas_cumprod: (N,) the table, strictly decreasing, in (0, 1); N >= 2.
+    """
+
+    name = "discrete"
+    default_T = 1.0
+
+    def __init__(self, alphas_cumprod: Tensor):
+        abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+        if abar.ndim != 1 or abar.numel() < 2:
+            raise ValueError(f"alphas_cumprod must be a 1-D table of at least 2 values, got shape "
+                             f"{tuple(abar.shape)}")
+        if not bool(((abar > 0) & (abar < 1)).all()):
+            raise ValueError(f"alphas_cumprod must lie in (0, 1), got values in [{abar.min().item():.6g}, "
+                             f"{abar.max().item():.6g}] (a zero-terminal-SNR table has no Gaussian prior: "
+                             "cut its last step)")
+        if not bool((abar[1:] < abar[:-1]).all()):
+            raise ValueError("alphas_cumprod must be strictly decreasing (every beta > 0)")
+        self.num_steps = abar.numel()
+        self.knots = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.log(abar)])  # B(k / N)
+        self._tables: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def _knots_like(self, v: Tensor) -> Tensor:
+        key = (v.device, v.dtype)
+        if key not in self._tables:
+            self._tables[key] = self.knots.to(device=v.device, dtype=v.dtype)
+        return self._tables[key]
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B at the left knot, B at the right knot, position in the segment in [0, 1]) of each t."""
+        knots, s = self._knots_like(t), t * self.num_steps
+        k = (torch.ceil(s.detach()) - 1).clamp(0, self.num_steps - 1).long()
+        return knots[k], knots[k + 1], s - k
+
+    def beta(self, t: Tensor) -> Tensor:
+        lo, hi, _ = self._segment(t)
+        return (hi - lo) * self.num_steps
+
+    def integral(self, t: Tensor) -> Tensor:
+        """B(t), linear between the knots (exact at both ends of a segment)."""
+        lo, hi, u = self._segment(t)
+        return torch.lerp(lo, hi, u)
+
+    def inverse_integral(self, b: Tensor) -> Tensor:
+        """The t with B(t) = b, linear between the knots (b beyond B(1) extrapolates the last segment)."""
+        knots = self._knots_like(b)
+        j = torch.searchsorted(knots, b.detach().contiguous()).clamp(1, self.num_steps)
+        lo, hi = knots[j - 1], knots[j]
+        return (j - 1 + (b - lo) / (hi - lo)) / self.num_steps
+
+    def __repr__(self) -> str:
+        return f"DiscreteSchedule(N={self.num_steps})"
+
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def beta_table(beta_schedule: str, num_steps: int = 1000, *, beta_start: float = 1e-4,
+               beta_end: float = 0.02) -> Tensor:
+    """DDPM's betas b_0..b_{N-1} as diffusers' schedulers build them, for `VPSDE.from_betas`.
+
+    "linear": linspace(beta_start, beta_end, N) (Ho et al.); "scaled_linear":
+    linspace(sqrt(beta_start), sqrt(beta_end), N)^2 (latent diffusion); "squaredcos_cap_v2":
+    b_i = min(1 - f((i + 1) / N) / f(i / N), 0.999), f(t) = cos((t + 0.008) / 1.008 pi / 2)^2
+    (Nichol & Dhariwal). Computed in float32, as diffusers does, so the values equal a diffusers
+    scheduler's `betas` bit for bit.
+
+    Returns:
+        (N,) float64.
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+    f32 = torch.float32
+    if beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=f32)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=f32) ** 2
+    elif beta_schedule == "squaredcos_cap_v2":
+        def f(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.tensor([min(1 - f((i + 1) / num_steps) / f(i / num_steps), 0.999)
+                              for i in range(num_steps)], dtype=f32)
+    else:
+        raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+    return betas.to(torch.float64)

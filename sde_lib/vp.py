@@ -2,7 +2,8 @@
 
 VP:     dx = -beta(t)/2 x dt + sqrt(beta(t)) dw,  alpha = exp(-B/2), sigma^2 = 1 - exp(-B)
 sub-VP: dx = -beta(t)/2 x dt + sqrt(beta(t) (1 - exp(-2B))) dw,  alpha = exp(-B/2), sigma = 1 - exp(-B)
-with B(t) = int_0^t beta(s) ds from a schedule (linear or cosine). Both have prior N(0, I).
+with B(t) = int_0^t beta(s) ds from a schedule (linear, cosine, or a discrete DDPM table: see
+`VPSDE.from_alphas_cumprod`). Both have prior N(0, I).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from score_sde.sde_lib.base import SDE
-from score_sde.sde_lib.schedules import CosineSchedule, LinearSchedule
+from score_sde.sde_lib.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule
 
 _SCHEDULES = ("linear", "cosine")
 
@@ -22,14 +23,21 @@ class VPSDE(SDE):
     Args:
         beta_min: beta(0) of the linear schedule (DDPM: 0.1, i.e. 1e-4 per step of 1000).
         beta_max: beta(1) of the linear schedule (DDPM: 20, i.e. 0.02 per step of 1000).
-        schedule: "linear" or "cosine" (Nichol & Dhariwal; beta_min/beta_max are then unused).
+        schedule: "linear", "cosine" (Nichol & Dhariwal; beta_min/beta_max are then unused), or a
+            `DiscreteSchedule` (as `from_alphas_cumprod` builds it).
         cosine_s: the offset s of the cosine schedule.
-        T: end time; default 1 for linear and 0.9946 for cosine (where its beta stays finite).
+        T: end time; default 1 for linear and discrete, 0.9946 for cosine (where its beta stays finite).
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, *,
-                 schedule: str = "linear", cosine_s: float = 0.008, T: float | None = None):
-        if schedule == "linear":
+                 schedule: str | DiscreteSchedule = "linear", cosine_s: float = 0.008,
+                 T: float | None = None):
+        if isinstance(schedule, DiscreteSchedule):
+            self.schedule = schedule
+            T = DiscreteSchedule.default_T if T is None else T
+            if not (isinstance(T, (int, float)) and 0 < T <= 1):
+                raise ValueError(f"T must lie in (0, 1] for a discrete schedule, got {T!r}")
+        elif schedule == "linear":
             self.schedule = LinearSchedule(beta_min, beta_max)
             T = 1.0 if T is None else T
         elif schedule == "cosine":
@@ -40,6 +48,10 @@ class VPSDE(SDE):
         else:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}")
         super().__init__(T, prior_std=1.0)
+
+    @property
+    def smooth_coefficients(self) -> bool:
+        return not isinstance(self.schedule, DiscreteSchedule)
 
     # B(t) and the coefficients ----------------------------------------------------------------
     def beta(self, t: float | Tensor) -> Tensor:
@@ -98,6 +110,26 @@ class VPSDE(SDE):
             raise ValueError("betas must be increasing and linear (DDPM's linspace schedule); "
                              "other schedules have no continuous linear VPSDE")
         return cls(beta_min=b[0].item() * n, beta_max=b[-1].item() * n, **kwargs)
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: Tensor, *, T: float | None = None) -> VPSDE:
+        """The SDE of a discrete DDPM table (e.g. a diffusers scheduler's `alphas_cumprod`), exactly:
+        alpha(t_k)^2 = alphas_cumprod[k] at t_k = (k + 1) / N, log alpha piecewise linear in t
+        between (see `DiscreteSchedule`); a discrete model's network takes the timestep N t - 1.
+
+        Args:
+            alphas_cumprod: (N,) strictly decreasing, in (0, 1).
+            T: end time in (0, 1]; default 1 (= t_{N-1}).
+        """
+        return cls(schedule=DiscreteSchedule(alphas_cumprod), T=T)
+
+    @classmethod
+    def from_betas(cls, betas: Tensor, *, T: float | None = None) -> VPSDE:
+        """`from_alphas_cumprod` of cumprod(1 - betas), in float64: DDPM's betas b_0..b_{N-1} of any
+        schedule (e.g. `sde_lib.beta_table`), exactly. (`from_discrete_betas` instead fits the
+        continuous linear schedule to linear betas.)"""
+        b = torch.as_tensor(betas).detach().to("cpu", torch.float64)
+        return cls.from_alphas_cumprod(torch.cumprod(1 - b, dim=0), T=T)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.schedule!r}, T={self.T})"

@@ -7,7 +7,8 @@ Legend (docs/math.md; N = prod(D) dims per sample, s(x, t) the score function):
     log p_{t_eps}(x) = log pi(x(T)) + int_{t_eps}^T div v(x(t), t) dt,   x(t_eps) = x
 
 The state (x, Delta) with dDelta/dt = div v is integrated by torchdiffeq from t_eps to T in one
-batched solve; z = x(T) is the latent and NLL = -(log pi(z) + Delta(T)) in nats. The NLL is that of
+batched solve (in log-SNR time when the SDE's coefficients jump in t, see `solvers.clock`);
+z = x(T) is the latent and NLL = -(log pi(z) + Delta(T)) in nats. The NLL is that of
 the model's time-t_eps marginal, the density the ODE defines; with the exact score and the exact
 p_T as pi it is -log p_{t_eps}(x).
 
@@ -27,6 +28,7 @@ import torchdiffeq
 from torch import Tensor
 
 from score_sde.sde_lib import SDE, append_dims, check_t_eps, sample_time, time_density
+from score_sde.solvers.clock import LogSNRClock
 from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -224,14 +226,18 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                  if divergence == "hutchinson" else None)
         flow = _AugmentedFlow(sde, score_fn, x, t_eps, probe, chunk_size)
         ts = torch.tensor([t_eps, sde.T], dtype=x.dtype, device=x.device)
+        func = flow
         if method in ADAPTIVE_METHODS:
+            if not sde.smooth_coefficients:  # beta jumps in t: integrate in log-SNR time
+                clock = LogSNRClock(sde, t_eps, sde.T)
+                func, ts = clock.field(flow), clock.u(ts)
             options = {"norm": flow.norm, "max_num_steps": max_steps,
                        "step_t": ts[1:].to(torch.float64)}  # stop exactly at T, never beyond
         else:
             options = {"step_size": step_size}
         state0 = (x, x.new_zeros(b, 1 if probe is None else probes))
         try:
-            xs, deltas = torchdiffeq.odeint(flow, state0, ts, rtol=rtol, atol=atol,
+            xs, deltas = torchdiffeq.odeint(func, state0, ts, rtol=rtol, atol=atol,
                                             method=method, options=options)
         except AssertionError as err:
             if "max_num_steps" in str(err) or "underflow" in str(err):

@@ -1,4 +1,5 @@
-"""The probability-flow ODE dx/dt = f(t) x - g(t)^2 score(x, t) / 2, solved by torchdiffeq.odeint."""
+"""The probability-flow ODE dx/dt = f(t) x - g(t)^2 score(x, t) / 2, solved by torchdiffeq.odeint
+(adaptive methods in log-SNR time when the SDE's coefficients jump in t, see `solvers.clock`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import Tensor
 
 from score_sde.sde_lib import SDE, check_t_eps
 from score_sde.solvers import grids
+from score_sde.solvers.clock import LogSNRClock
 from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -78,15 +80,18 @@ def probability_flow(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...],
                          f"got {method!r}")
     field = ProbabilityFlow(sde, score_fn)
     t_x = ts.to(device=x_T.device, dtype=x_T.dtype)
-    kwargs = {}
+    func, kwargs = field, {}
     if method in ADAPTIVE_METHODS:
+        if not sde.smooth_coefficients:  # beta jumps in t: integrate in log-SNR time
+            clock = LogSNRClock(sde, ts[-1].item(), ts[0].item())
+            func, t_x = clock.field(field), clock.u(t_x)
         # Land on every grid time rather than step past ts[-1] and interpolate back, and give the
         # first step (torchdiffeq's own guess probes f at t0 + h0, which can lie far outside
         # [0, T]): the score is only defined on [0, T].
-        first = 1e-2 * (ts[0] - ts[1]).item()
+        first = 1e-2 * abs((t_x[0] - t_x[1]).item())
         options = {"step_t": t_x, "first_step": first, **(options or {})}
         kwargs = dict(rtol=rtol, atol=atol)
-    xs = torchdiffeq.odeint(field, x_T, t_x, method=method, options=options, **kwargs)
+    xs = torchdiffeq.odeint(func, x_T, t_x, method=method, options=options, **kwargs)
     if callback is not None:
         for i, (t, x) in enumerate(zip(ts.tolist(), xs)):
             callback(i, t, x)
