@@ -104,34 +104,34 @@ class DiscreteSchedule:
                              "cut its last step)")
         if not bool((abar[1:] < abar[:-1]).all()):
             raise ValueError("alphas_cumprod must be strictly decreasing (every beta > 0)")
-        self.num_steps = abar.numel()
+        self.num_steps = n = abar.numel()
         self.knots = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.log(abar)])  # B(k / N)
-        self._tables: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self.slopes = n * torch.diff(self.knots)  # beta on each segment, in float64 before any cast
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
-    def _knots_like(self, v: Tensor) -> Tensor:
+    def _tables_like(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """(knots, slopes) in v's dtype and on its device, cast once per (device, dtype)."""
         key = (v.device, v.dtype)
         if key not in self._tables:
-            self._tables[key] = self.knots.to(device=v.device, dtype=v.dtype)
+            self._tables[key] = (self.knots.to(device=v.device, dtype=v.dtype),
+                                 self.slopes.to(device=v.device, dtype=v.dtype))
         return self._tables[key]
 
-    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B at the left knot, B at the right knot, position in the segment in [0, 1]) of each t."""
-        knots, s = self._knots_like(t), t * self.num_steps
-        k = (torch.ceil(s.detach()) - 1).clamp(0, self.num_steps - 1).long()
-        return knots[k], knots[k + 1], s - k
+    def _segment(self, t: Tensor) -> Tensor:
+        """The segment k of each t: (k / N, (k + 1) / N], k in [0, N - 1]."""
+        return (torch.ceil(t.detach() * self.num_steps) - 1).clamp(0, self.num_steps - 1).long()
 
     def beta(self, t: Tensor) -> Tensor:
-        lo, hi, _ = self._segment(t)
-        return (hi - lo) * self.num_steps
+        return self._tables_like(t)[1][self._segment(t)]
 
     def integral(self, t: Tensor) -> Tensor:
         """B(t), linear between the knots (exact at both ends of a segment)."""
-        lo, hi, u = self._segment(t)
-        return torch.lerp(lo, hi, u)
+        knots, k = self._tables_like(t)[0], self._segment(t)
+        return torch.lerp(knots[k], knots[k + 1], t * self.num_steps - k)
 
     def inverse_integral(self, b: Tensor) -> Tensor:
         """The t with B(t) = b, linear between the knots (b beyond B(1) extrapolates the last segment)."""
-        knots = self._knots_like(b)
+        knots = self._tables_like(b)[0]
         j = torch.searchsorted(knots, b.detach().contiguous()).clamp(1, self.num_steps)
         lo, hi = knots[j - 1], knots[j]
         return (j - 1 + (b - lo) / (hi - lo)) / self.num_steps

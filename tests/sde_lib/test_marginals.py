@@ -6,13 +6,16 @@ import pytest
 import torch
 import torchsde
 
-from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE
+from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE, beta_table
 
 SDES = {
     "vp": lambda: VPSDE(),
     "vp-cosine": lambda: VPSDE(schedule="cosine"),
     "subvp": lambda: SubVPSDE(),
     "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0),
+    # a DDPM table (diffusers' "linear" betas): exact between the knots, where beta jumps
+    "vp-discrete": lambda: VPSDE.from_betas(beta_table("linear")),
+    "subvp-discrete": lambda: SubVPSDE.from_betas(beta_table("scaled_linear")),
 }
 
 
@@ -71,7 +74,7 @@ def test_log_snr_is_decreasing_and_inverted_exactly(name):
     torch.testing.assert_close(sde.t_from_log_snr(lam), t, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve", "vp-discrete"])
 def test_forward_sde_simulated_by_torchsde_matches_the_marginal(name):
     """torchsde.sdeint on the SDE object itself: sample mean and variance of 4000 paths x 2 dims
     match alpha(t) x0 and sigma(t)^2 (VE: sigma(t)^2 - sigma_min^2, the variance the SDE adds from

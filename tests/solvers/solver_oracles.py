@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE, beta_table
 
 D64 = torch.float64
 
 
 def make_sdes() -> dict[str, SDE]:
     return {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=10.0)}
+
+
+def discrete_vp() -> VPSDE:
+    """The VP SDE of DDPM's 1000-step table (diffusers' "linear" betas): beta jumps at every knot."""
+    return VPSDE.from_betas(beta_table("linear"))
 
 
 def mixture_2d(dtype: torch.dtype = D64) -> GaussianMixture:

@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-from solver_oracles import make_sdes
+from solver_oracles import discrete_vp, make_sdes
 
 from score_sde import solvers
 from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture
 from score_sde.solvers import grids
 
-SDES = make_sdes()
+SDES = {**make_sdes(), "vp-discrete": discrete_vp()}
 
 
 @pytest.mark.parametrize("sde_name", SDES)

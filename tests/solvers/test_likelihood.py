@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from solver_oracles import discrete_vp
 
 from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
 from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
@@ -13,7 +14,8 @@ from score_sde.solvers.likelihood import log_likelihood
 
 D64 = torch.float64
 T_EPS = 1e-5
-SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=50.0)}
+SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=50.0),
+        "vp-discrete": discrete_vp()}  # beta jumps at 1000 knots: solved in log-SNR time
 
 
 def mixture(dim: int, dtype: torch.dtype = D64) -> GaussianMixture:
