@@ -66,7 +66,8 @@ def exact_divergence(fn: Field, x: Tensor, *, chunk_size: int | None = None
         basis = torch.zeros(len(idx), 1, n, dtype=x.dtype, device=x.device)
         basis[torch.arange(len(idx)), 0, idx] = 1
         basis = basis.expand(-1, b, -1).reshape(len(idx), *x.shape)
-        jac_rows = rows(basis).reshape(len(idx), b, n)  # row i of every sample's Jacobian
+        with torch.enable_grad():  # vmapped backward under no_grad fails in some ops (diffusers' UNet)
+            jac_rows = rows(basis).reshape(len(idx), b, n)  # row i of every sample's Jacobian
         div = div + jac_rows.gather(2, idx.view(-1, 1, 1).expand(-1, b, 1)).sum((0, 2))
     return value.detach(), div.detach()
 
@@ -107,8 +108,9 @@ def hutchinson_divergence(fn: Field, x: Tensor, probes: Tensor) -> tuple[Tensor,
         raise ValueError(f"probes must have shape (P, *x.shape) = (P, {', '.join(map(str, x.shape))})"
                          f", got {tuple(probes.shape)}")
     value, vjp_fn = _vjp(fn, x)
-    if len(probes) == 1:  # one probe: a plain vector-Jacobian product, no vmap needed
-        vjps = vjp_fn(probes[0])[0][None]
-    else:
-        vjps = torch.func.vmap(lambda v: vjp_fn(v)[0])(probes)
+    with torch.enable_grad():  # as in exact_divergence
+        if len(probes) == 1:  # one probe: a plain vector-Jacobian product, no vmap needed
+            vjps = vjp_fn(probes[0])[0][None]
+        else:
+            vjps = torch.func.vmap(lambda v: vjp_fn(v)[0])(probes)
     return value.detach(), (vjps * probes).flatten(2).sum(-1).detach()

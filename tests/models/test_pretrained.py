@@ -10,6 +10,7 @@ import torch
 from score_sde import solvers
 from score_sde.models import PretrainedUNet, from_diffusers
 from score_sde.sde_lib import VESDE
+from score_sde.solvers.divergence import exact_divergence
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -125,6 +126,17 @@ def test_dpm_solver_multistep_matches_diffusers(ddpm, order, steps):
     ours = solvers.dpm_solver_multistep(sde, model, x_T, ts=ts, order=order)
     assert ours.nfe == len(ks) == steps
     _assert_close(ours.x, x)
+
+
+def test_exact_divergence_through_the_unet_under_no_grad(ddpm):
+    """The likelihood's exact divergence (vmapped vector-Jacobian products, called under no_grad)
+    through a diffusers UNet equals the trace of autograd's Jacobian."""
+    _, model = _load(ddpm[0])
+    x, t = _x_T()[:2], torch.full((2,), 0.3, dtype=D64)
+    with torch.no_grad():
+        _, div = exact_divergence(lambda y: model(y, t), x)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v[None], t[:1])[0], x[0])
+    torch.testing.assert_close(div[0], jac.reshape(x[0].numel(), -1).trace(), rtol=1e-10, atol=1e-10)
 
 
 def test_v_prediction_model_samples_as_diffusers_does(tmp_path):
