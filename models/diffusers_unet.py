@@ -92,7 +92,7 @@ class DiffusersUNet(nn.Module):
         if arch == "ncsnpp" and (not isinstance(channels, int) or channels % 32):
             raise ValueError(f"channels must be a multiple of 32 for arch='ncsnpp' (diffusers' skip "
                              f"blocks normalise with 32 groups), got {channels!r}")
-        for name, value in (("in_channels", in_channels), ("channels", channels),
+        for name, value in (("in_channels", in_channels), ("image_size", image_size), ("channels", channels),
                             ("num_res_blocks", num_res_blocks), ("norm_groups", norm_groups)):
             if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")

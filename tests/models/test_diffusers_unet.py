@@ -61,6 +61,7 @@ def test_labels_and_the_null_label():
     (dict(arch="ddpm"), "arch must be one of"),
     (dict(attn_resolutions=(12,)), "attn_resolutions"),
     (dict(image_size=30), "image_size"),
+    (dict(image_size=None), "image_size"),
     (dict(time_scale=0.0), "time_scale"),
     (dict(dropout=1.0), "dropout"),
 ])
