@@ -172,8 +172,9 @@ def _hub_call(source, load):
         from huggingface_hub import constants
 
         offline = " (offline: HF_HUB_OFFLINE is set)" if getattr(constants, "HF_HUB_OFFLINE", False) else ""
+        pickle = (" If the repository has only pickle weights (.bin), pass allow_pickle=True if you trust it."
+                  if "safetensors" in str(err) else "")
         raise ValueError(
-            f"could not load {source!r} from the Hugging Face Hub{offline}: {str(err).rstrip('.')}. "
-            f"Without a network, "
-            f"download it where there is one (huggingface-cli download {source} --local-dir DIR) and "
-            "pass the folder DIR as source") from err
+            f"could not load {source!r} from the Hugging Face Hub{offline}: {str(err).rstrip('.')}.{pickle} "
+            f"Without a network, download it where there is one (huggingface-cli download {source} "
+            "--local-dir DIR) and pass the folder DIR as source") from err

@@ -51,6 +51,7 @@ class VPSDE(SDE):
 
     @property
     def smooth_coefficients(self) -> bool:
+        """False on a discrete table, whose beta is piecewise constant (see `SDE`)."""
         return not isinstance(self.schedule, DiscreteSchedule)
 
     # B(t) and the coefficients ----------------------------------------------------------------
