@@ -9,7 +9,7 @@ decreasing `ts`, eta, method, ...) are keywords with defaults, so hydra can buil
 `_target_: solvers.ddim` and `_partial_: true`. Samplers run under torch.no_grad().
 """
 
-from score_sde.solvers import grids
+from score_sde.solvers import grids, operators
 from score_sde.solvers.adaptive import adaptive_sde
 from score_sde.solvers.ddim import ddim, ddpm_ancestral
 from score_sde.solvers.edm import heun
@@ -17,6 +17,7 @@ from score_sde.solvers.exponential import dpm_solver_multistep, dpm_solver_singl
 from score_sde.solvers.guidance import cfg, classifier_guidance
 from score_sde.solvers.inpainting import impute
 from score_sde.solvers.likelihood import bits_per_dim, log_likelihood, nll_bound
+from score_sde.solvers.measurement import measurement_guidance
 from score_sde.solvers.ode import probability_flow
 from score_sde.solvers.result import CountingScore, SampleResult
 from score_sde.solvers.sde_samplers import euler_maruyama, langevin_step, predictor_corrector
@@ -24,10 +25,10 @@ from score_sde.solvers.torchsde_adapter import torchsde_reverse
 from score_sde.solvers.tuning import tune_grid
 
 __all__ = [
-    "SampleResult", "CountingScore", "grids",
+    "SampleResult", "CountingScore", "grids", "operators",
     "euler_maruyama", "predictor_corrector", "langevin_step", "probability_flow", "ddim",
     "ddpm_ancestral", "torchsde_reverse", "dpm_solver_multistep", "dpm_solver_singlestep", "heun",
     "adaptive_sde", "tune_grid",
     "log_likelihood", "bits_per_dim", "nll_bound",
-    "cfg", "classifier_guidance", "impute",
+    "cfg", "classifier_guidance", "impute", "measurement_guidance",
 ]
