@@ -1,8 +1,9 @@
 """Full-covariance mixtures and the exact posterior `GaussianMixture.condition` under y = A x + n.
 
 Checked against brute-force quadrature in 2-D and against importance weights of prior draws in 16-D
-(and 12-D for colour-to-grey), for a random matrix, a coordinate mask, average pooling, a blur and a
-colour-to-grey projection; noised scores of full-covariance mixtures against autograd."""
+(and 12-D for colour-to-grey), for a random matrix and the operators of `solvers.operators`: a
+coordinate mask, average pooling, a blur and a colour-to-grey projection; noised scores of
+full-covariance mixtures against autograd."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.solvers import operators
 
 D64 = torch.float64
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=10.0)}
@@ -28,37 +30,9 @@ def _random_full(k: int, shape: tuple[int, ...], seed: int, spread: float = 2.0)
 
 
 def _mask(n: int, keep: list[int]) -> torch.Tensor:
-    return torch.eye(n, dtype=D64)[keep]
-
-
-def _avg_pool(h: int, w: int) -> torch.Tensor:
-    """2x2 average pooling of an (h, w) image as a (h w / 4, h w) matrix (super-resolution)."""
-    rows = []
-    for i in range(0, h, 2):
-        for j in range(0, w, 2):
-            r = torch.zeros(h, w, dtype=D64)
-            r[i:i + 2, j:j + 2] = 0.25
-            rows.append(r.flatten())
-    return torch.stack(rows)
-
-
-def _blur(h: int, w: int) -> torch.Tensor:
-    """A 3x3 binomial blur with zero padding as an (h w, h w) matrix."""
-    k = torch.tensor([1.0, 2.0, 1.0], dtype=D64) / 4
-    a = torch.zeros(h * w, h * w, dtype=D64)
-    for i in range(h):
-        for j in range(w):
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    if 0 <= i + di < h and 0 <= j + dj < w:
-                        a[i * w + j, (i + di) * w + j + dj] = k[di + 1] * k[dj + 1]
-    return a
-
-
-def _grey(h: int, w: int) -> torch.Tensor:
-    """Colour (3, h, w) to grey (h, w): luma weights 0.299, 0.587, 0.114 (colorization)."""
-    eye = torch.eye(h * w, dtype=D64)
-    return torch.cat([c * eye for c in (0.299, 0.587, 0.114)], dim=1)
+    m = torch.zeros(n)
+    m[keep] = 1
+    return operators.mask_operator(m).matrix()
 
 
 # -- full covariances --------------------------------------------------------------------------
@@ -152,8 +126,8 @@ def _importance(gm: GaussianMixture, A: torch.Tensor, y: torch.Tensor, noise: fl
 OPERATORS_16 = {
     "random": lambda: torch.randn(6, 16, generator=torch.Generator().manual_seed(7), dtype=D64) / 4,
     "mask": lambda: _mask(16, [0, 1, 4, 5, 10, 15]),
-    "avgpool": lambda: _avg_pool(4, 4),
-    "blur": lambda: _blur(4, 4)[::3],
+    "avgpool": lambda: operators.avg_pool_operator((1, 4, 4), 2).matrix(),
+    "blur": lambda: operators.blur_operator((1, 4, 4), 3, 1.0).matrix()[::3],
 }
 
 
@@ -164,7 +138,7 @@ def test_condition_matches_importance_weights(op):
     that several modes keep posterior mass."""
     shape = (3, 2, 2) if op == "grey" else (1, 4, 4)
     gm = _random_full(4, shape, seed=8, spread=0.7)
-    A = _grey(2, 2) if op == "grey" else OPERATORS_16[op]()
+    A = operators.grey_operator((3, 2, 2)).matrix() if op == "grey" else OPERATORS_16[op]()
     noise = 0.5
     x_true = gm.sample(1, generator=torch.Generator().manual_seed(9)).flatten()
     y = A @ x_true + noise * torch.randn(A.shape[0], generator=torch.Generator().manual_seed(10),
