@@ -7,6 +7,8 @@ Everything with a `_target_` is built by `hydra.utils.instantiate`, so a wrong k
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from score_sde import models
 from score_sde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from score_sde.config import CONFIG_FILE
 from score_sde.data import Dataset
 from score_sde.sde_lib import SDE
 
-CONFIG_FILE = "config.yaml"
+_SET_BY_APP = ("generator", "callback", "return_trajectory")  # solver keywords the app passes
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -96,11 +99,24 @@ def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...],
 
 
 def build_solver(cfg: DictConfig) -> Callable[..., Any]:
-    """The partial sampler of `cfg.solver`: call it as solver(sde, score_fn, x_T, generator=...)."""
+    """The partial sampler of `cfg.solver`: call it as solver(sde, score_fn, x_T, generator=...).
+
+    Raises:
+        ValueError: a solver.<key> that the sampler does not take (e.g. `+solver.foo=1`), named
+            with the keys it takes.
+    """
     solver = _instantiate(cfg.solver, "solver")
-    if not callable(solver):
+    if not isinstance(solver, functools.partial):
         raise ValueError("solver must be built with `_partial_: true` into a callable, got "
                          f"{type(solver).__name__}")
+    params = inspect.signature(solver.func).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return solver
+    keywords = [k for k, p in params.items() if p.kind == p.KEYWORD_ONLY and k not in _SET_BY_APP]
+    for key in solver.keywords:
+        if key not in keywords:
+            raise ValueError(f"solver.{key} is not a setting of {cfg.solver._target_}; it takes "
+                             f"{', '.join(keywords)}")
     return solver
 
 

@@ -1,17 +1,22 @@
 """Typed settings of the three commands, registered in hydra's ConfigStore, and their validation.
 
 The YAML files under `conf/` fill these schemas; a key that is not in a schema (a typo) or a value of
-the wrong type fails while hydra composes the config, before anything is built. Values that have the
-right type but make no sense (a negative learning rate, an image network on 2-D points) are caught by
-`validate_train` with a ValueError that names the setting, the value and what is expected.
+the wrong type fails while hydra composes the config, before anything is built. A key added with
+`+key=value` that no schema has, a required value left out (`run=`, `data.path=`) and values that
+have the right type but make no sense (a negative learning rate) are caught by `validate_train` /
+`validate_eval` with a ValueError that names the setting, the value and what is expected.
 
 The groups whose entries are built by hydra's `_target_` (sde, model.net, data, solver) are typed
 `Any` here: their keys are checked by the constructor they name, which is called at start.
+
+This module imports no torch: the CLI's `--help` and shell completion use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,19 +53,43 @@ class TrainSettings:
     t_eps: float = 1e-5
     label_dropout: float = 0.1  # conditional runs: P(a label is replaced by the null label)
     amp: bool = False  # bfloat16 autocast, CUDA only
-    log_every: int = 50
-    progress: bool = True
+    log_every: int = 50  # steps between records (and the only steps that read the loss on the host)
 
 
 @dataclass
-class EvalSettings:
+class NLLSettings:
+    """The test NLL's settings, shared by `score-sde likelihood` and training's evaluation: the
+    keywords of `solvers.log_likelihood` (`nll_kwargs`), the dequantization draws of images and
+    the batch size, which together with the seed fix every random draw (`evaluate.sharded_nll`)."""
+
+    divergence: str = "exact"  # or "hutchinson" (with `probes`)
+    probes: int = 1  # Hutchinson probes per point
+    noise: str = "rademacher"  # Hutchinson probe distribution: "rademacher" or "gaussian"
+    method: str = "dopri5"  # a torchdiffeq method: adaptive, or fixed-step with `step_size`
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    t_eps: float = 1e-5
+    max_steps: int = 10_000  # adaptive steps before a solve gives up
+    step_size: float | None = None  # the step of a fixed-step method (euler, rk4, ...)
+    chunk_size: int | None = None  # basis vectors per pass of the exact divergence (memory)
+    dequant_draws: int = 1  # images: dequantization draws per point
+    batch_size: int = 1000  # points per solve; each batch has its own seed
+
+
+def nll_kwargs(settings: Any) -> dict[str, Any]:
+    """The `solvers.log_likelihood` keywords among NLLSettings (all but dequant_draws, batch_size)."""
+    skip = ("dequant_draws", "batch_size")
+    return {f.name: settings[f.name] for f in dataclasses.fields(NLLSettings) if f.name not in skip}
+
+
+@dataclass
+class EvalSettings(NLLSettings):
+    """Training's evaluation: samples with the run's solver, the test NLL (NLLSettings, the same
+    path as `score-sde likelihood`) and pictures, every `every` steps and at the end."""
+
     every: int = 0  # evaluate every N steps (0: only at the end)
     n_samples: int = 2000
     nll_points: int = 2000  # held-out points for the test NLL (0: skip the NLL)
-    divergence: str = "exact"
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    dequant_draws: int = 1
     paths: bool = True  # picture of reverse-SDE and PF-ODE paths (2-D data)
     gmm_baseline: bool = False  # images: also report sklearn's GaussianMixture bits/dim
     # conditional runs: a picture of `per_class` samples per class at each classifier-free
@@ -92,6 +121,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads (0: torch's default); 1 is fastest for small models
+    progress: bool = True  # progress bars on stderr (only when it is a terminal)
     # class-conditional training on the data's labels (with train.label_dropout); null means
     # false and lets hydra take both spellings, `conditional=true` and `+conditional=true`
     conditional: bool | None = None
@@ -127,18 +157,21 @@ class TuneSettings:
     search_evals: int = 0  # Powell's search budget in solver runs on the pilot (0: none)
     shift: bool = False  # search the model's evaluation times too (dpm_solver_multistep)
     rtol: float = 1e-5  # dopri5 tolerance (rtol = atol) of the pilot's reference solution
+    load: str | None = None  # a grid file saved by an earlier tune.pilot: sample on it
 
 
 @dataclass
 class SampleConfig:
     run: str = MISSING
-    n: int = 64
+    n: int | None = None  # None: 2000 for points (a scatter that shows the density), 64 for images
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None  # a checkpoint file; None: the run's latest
     batch_size: int = 1000  # samples per solve; each batch has its own seed (see distributed.py)
+    out: str | None = None  # the output folder; None: <run>/samples
+    progress: bool = True
     label: int | None = None  # a class of a conditional run; None: unconditional samples
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     inpaint: InpaintSettings = field(default_factory=InpaintSettings)
@@ -153,40 +186,32 @@ class LikelihoodData:
 
 
 @dataclass
-class LikelihoodConfig:
+class LikelihoodConfig(NLLSettings):
     run: str = MISSING
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None
-    batch_size: int = 1000  # points per solve; each batch has its own seed (see distributed.py)
     data: LikelihoodData = field(default_factory=LikelihoodData)
-    divergence: str = "exact"
-    probes: int = 1
-    method: str = "dopri5"
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    t_eps: float = 1e-5
-    dequant_draws: int = 1
+    out: str | None = None  # the folder of the metrics.jsonl record; None: the run folder
+    progress: bool = True
+
+
+COMMANDS: dict[str, type] = {"train": TrainConfig, "sample": SampleConfig,
+                             "likelihood": LikelihoodConfig}
+START_TIME_ENV = "SCORESDE_START_TIME"
+CONFIG_FILE = "config.yaml"  # the resolved config `score-sde train` saves in the run folder
 
 
 def register_configs() -> None:
     """Put the schemas in hydra's ConfigStore (idempotent); the primary YAMLs list them first."""
-    if not OmegaConf.has_resolver("first"):  # ${first:a,b}: a unless it is null, then b
-        OmegaConf.register_new_resolver("first", lambda a, b: b if a is None else a)
-    if not OmegaConf.has_resolver("start_time"):  # ${start_time:%Y-%m-%d}: like hydra's ${now:}
-        OmegaConf.register_new_resolver("start_time", _start_time, use_cache=True)
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="sample_schema", node=SampleConfig)
-    cs.store(name="likelihood_schema", node=LikelihoodConfig)
+    for name, schema in COMMANDS.items():
+        cs.store(name=f"{name}_schema", node=schema)
 
 
-START_TIME_ENV = "SCORESDE_START_TIME"
-
-
-def _start_time(pattern: str) -> str:
+def start_time(pattern: str) -> str:
     """The time the command started, formatted; under torchrun rank 0's time (the CLI puts it
     in $SCORESDE_START_TIME), so that all ranks name the same run folder."""
     stamp = os.environ.get(START_TIME_ENV)
@@ -198,14 +223,59 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
             ) -> DictConfig:
     """Compose `conf/<config_name>.yaml` with overrides, as the CLI does, without running it.
 
-    For tests and notebooks: `train(compose("train", ["data=checkerboard"]), run_dir)`.
+    A train config whose `run=` names an existing run folder is that run's saved config with the
+    other overrides applied (`score_sde.resume.resume_config`). For tests and notebooks:
+    `train(compose("train", ["data=checkerboard"]), run_dir)`.
+
+    Raises:
+        hydra's ConfigCompositionException (or an omegaconf error) for an unknown group option,
+            key or type; ValueError for a resume that would change the run's model.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
+    from score_sde.resume import resume_config
+
     register_configs()
     with initialize_config_module(config_module="score_sde.conf", version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+        cfg = hydra_compose(config_name, overrides=list(overrides))
+        if config_name == "train":
+            cfg = resume_config(cfg, list(overrides), lambda over: hydra_compose("train", over))
+    return cfg
+
+
+def _unknown_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
+    """Keys of `node` that its dataclass `schema` does not have (added with `+key=`); the `Any`
+    entries (built from `_target_`) are checked by their constructors instead."""
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key in node:
+        if key not in hints:
+            found.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(hints[key]) and OmegaConf.is_dict(node[key]):
+            found += _unknown_keys(node[key], hints[key], f"{prefix}{key}.")
+    return found
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """Every required value is given and every key is a setting of the command.
+
+    Raises:
+        ValueError: naming the first missing value (`run`, `data.path`, ...) or the first key
+            that nothing reads.
+    """
+    schema = OmegaConf.get_type(cfg)
+    command = next((k for k, v in COMMANDS.items() if v is schema), "")
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        where = key.split(".")[0]
+        target = OmegaConf.select(cfg, f"{where}._target_", default=None)
+        needs = f" by {where} {target}" if target else ""
+        value = "<run folder of score-sde train>" if key == "run" else "<value>"
+        raise ValueError(f"{key} is required{needs}: add {key}={value}")
+    unknown = _unknown_keys(cfg, schema) if command else []
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not a setting of score-sde {command}, so nothing would "
+                         f"read it; drop it (`score-sde {command} --help` lists the settings)")
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -217,12 +287,43 @@ def _check_device(device: str) -> None:
     _check(device in DEVICES, "device", device, f"one of {DEVICES}")
 
 
+def _check_nll(s: Any, prefix: str) -> None:
+    """The NLLSettings of `s`, their keys written with `prefix` ("eval." or "")."""
+    from score_sde.solvers.likelihood import ADAPTIVE_METHODS, DIVERGENCES, FIXED_METHODS
+
+    _check(s.divergence in DIVERGENCES, f"{prefix}divergence", s.divergence, f"one of {DIVERGENCES}")
+    _check(s.probes >= 1, f"{prefix}probes", s.probes, "an int >= 1")
+    _check(s.probes == 1 or s.divergence == "hutchinson", f"{prefix}probes", s.probes,
+           f"1 unless {prefix}divergence=hutchinson")
+    _check(s.noise in ("rademacher", "gaussian"), f"{prefix}noise", s.noise,
+           "'rademacher' or 'gaussian'")
+    _check(s.method in ADAPTIVE_METHODS + FIXED_METHODS, f"{prefix}method", s.method,
+           f"an adaptive method {ADAPTIVE_METHODS} or a fixed-step one {FIXED_METHODS}")
+    if s.method in FIXED_METHODS:
+        _check(s.step_size is not None and s.step_size > 0, f"{prefix}step_size", s.step_size,
+               f"> 0 for the fixed-step method {s.method} (e.g. {prefix}step_size=0.01)")
+    else:
+        _check(s.step_size is None, f"{prefix}step_size", s.step_size,
+               f"null for the adaptive method {s.method} (it steps by {prefix}rtol and "
+               f"{prefix}atol; step_size is for fixed-step methods such as rk4)")
+    for key in ("rtol", "atol"):
+        _check(s[key] > 0, f"{prefix}{key}", s[key], "> 0")
+    _check(0 < s.t_eps < 1, f"{prefix}t_eps", s.t_eps, "in (0, 1)")
+    _check(s.max_steps >= 1, f"{prefix}max_steps", s.max_steps, "an int >= 1")
+    _check(s.chunk_size is None or s.chunk_size >= 1, f"{prefix}chunk_size", s.chunk_size,
+           "null (automatic) or an int >= 1")
+    _check(s.dequant_draws >= 1, f"{prefix}dequant_draws", s.dequant_draws, "an int >= 1")
+    _check(s.batch_size >= 1, f"{prefix}batch_size", s.batch_size, "an int >= 1")
+
+
 def validate_train(cfg: DictConfig) -> None:
-    """Check the values of a composed train config (types were checked by the schema).
+    """Check a composed train config: complete (`check_complete`), and values that make sense
+    (types were checked by the schema).
 
     Raises:
         ValueError: naming the first bad setting, its value and what is expected.
     """
+    check_complete(cfg)
     t, e, c = cfg.train, cfg.eval, cfg.checkpoint
     _check_device(cfg.device)
     _check(cfg.threads >= 0, "threads", cfg.threads, ">= 0 (0: torch's default)")
@@ -241,8 +342,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(e.every >= 0, "eval.every", e.every, ">= 0 (0: only at the end)")
     _check(e.n_samples >= 1, "eval.n_samples", e.n_samples, "an int >= 1")
     _check(e.nll_points >= 0, "eval.nll_points", e.nll_points, ">= 0 (0 skips the NLL)")
-    _check(e.divergence in ("exact", "hutchinson"), "eval.divergence", e.divergence,
-           "'exact' or 'hutchinson'")
+    _check_nll(e, "eval.")
     _check(len(e.guidance_scales) > 0 and all(w >= 0 for w in e.guidance_scales),
            "eval.guidance_scales", list(e.guidance_scales), "a non-empty list of numbers >= 0")
     _check(e.per_class >= 1, "eval.per_class", e.per_class, "an int >= 1")
@@ -259,14 +359,16 @@ def validate_train(cfg: DictConfig) -> None:
 
 
 def validate_eval(cfg: DictConfig) -> None:
-    """Check the values of a composed sample or likelihood config."""
+    """Check a composed sample or likelihood config: complete (`check_complete`), and values
+    that make sense."""
+    check_complete(cfg)
     _check_device(cfg.device)
     _check(cfg.threads is None or cfg.threads >= 0, "threads", cfg.threads,
            "null (the run's setting) or >= 0")
-    if "n" in cfg:
-        _check(cfg.n >= 1, "n", cfg.n, "an int >= 1")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "an int >= 1")
-    if "guidance" in cfg:
+    if "guidance" in cfg:  # sample
+        _check(cfg.n is None or cfg.n >= 1, "n", cfg.n,
+               "an int >= 1 (or null: 2000 points, 64 images)")
         _check(cfg.label is None or cfg.label >= 0, "label", cfg.label,
                "null (unconditional) or a class >= 0")
         _check(cfg.guidance.scale >= 0, "guidance.scale", cfg.guidance.scale, ">= 0")
@@ -276,18 +378,18 @@ def validate_eval(cfg: DictConfig) -> None:
         _check((paths[0] is None) == (paths[1] is None), "inpaint.known and inpaint.mask",
                list(paths), "given together (two files) or not at all")
         _check(cfg.inpaint.resample >= 0, "inpaint.resample", cfg.inpaint.resample, "an int >= 0")
-    if "tune" in cfg:
         _check(cfg.tune.pilot >= 0, "tune.pilot", cfg.tune.pilot, "an int >= 0 (0: no tuning)")
         _check(cfg.tune.search_evals >= 0, "tune.search_evals", cfg.tune.search_evals,
                "an int >= 0")
         _check(cfg.tune.rtol > 0, "tune.rtol", cfg.tune.rtol, "> 0")
-        _check(not (cfg.tune.pilot and cfg.inpaint.known), "tune.pilot", cfg.tune.pilot,
-               "0 when inpainting (the grid is tuned for unconstrained sampling)")
+        _check(not ((cfg.tune.pilot or cfg.tune.load) and cfg.inpaint.known), "tune.pilot",
+               cfg.tune.pilot, "0 when inpainting (the grid is tuned for unconstrained sampling)")
         _check(not cfg.tune.shift or cfg.tune.search_evals > 0, "tune.shift", cfg.tune.shift,
                "false unless tune.search_evals > 0 (the shifts are searched)")
-    if "data" in cfg:
+        _check(not (cfg.tune.pilot and cfg.tune.load), "tune.load", cfg.tune.load,
+               "null with tune.pilot > 0 (tune a new grid or load one, not both)")
+    else:  # likelihood
         _check(cfg.data.split in ("train", "test"), "data.split", cfg.data.split,
                "'train' or 'test'")
         _check(cfg.data.n >= 0, "data.n", cfg.data.n, ">= 0 (0: the whole split)")
-        _check(cfg.divergence in ("exact", "hutchinson"), "divergence", cfg.divergence,
-               "'exact' or 'hutchinson'")
+        _check_nll(cfg, "")

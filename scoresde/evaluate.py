@@ -1,12 +1,17 @@
 """Evaluation of a score model: samples (and their picture), the test NLL or bits/dim, sample paths.
 
-Used by `score-sde train` (periodically and at the end) and by `score-sde sample | likelihood`.
-Every function draws its randomness from the generator it is given, never from the global RNG,
-so evaluating does not change the course of training.
+One path for `score-sde train` (periodically and at the end), `score-sde sample` and `score-sde
+likelihood`: the work is cut into blocks of `batch_size`, block j draws its noise (prior draws, SDE
+noise, Hutchinson probes, dequantization) from its own generator seeded by (seed, j), and the ranks
+of a process group share the blocks (`score_sde.distributed`; one process is a world of size 1). So
+the test NLL at the end of training is what `score-sde likelihood` computes on the same checkpoint
+with the same seed and settings, and the samples do not depend on the number of ranks. Nothing
+here draws from torch's global RNG, so evaluating does not change the course of training.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,10 +22,32 @@ import torch
 from torch import Tensor
 
 from score_sde import distributed, plots, solvers
+from score_sde.console import bar
 from score_sde.data import Dataset
 from score_sde.sde_lib import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+GRID_MAX = 256  # images in a sample picture (a 16 x 16 grid); the picture's title states the cap
+
+
+@dataclass
+class Samples:
+    """Samples drawn in blocks.
+
+    Attributes:
+        x: (n, *D) the samples, in block order.
+        nfe_per_block: the NFE (score evaluations on the whole block) of each block's solve.
+        block_sizes: the number of samples in each block.
+    """
+
+    x: Tensor
+    nfe_per_block: list[int]
+    block_sizes: list[int]
+
+    @property
+    def nfe_per_sample(self) -> float:
+        """The score evaluations behind one sample (its block's NFE), averaged over the samples."""
+        return sum(f * b for f, b in zip(self.nfe_per_block, self.block_sizes)) / sum(self.block_sizes)
 
 
 @dataclass
@@ -32,7 +59,7 @@ class NLLReport:
         stderr: its standard error over the points (and dequantization draws).
         bpd: bits per dimension for 8-bit images, else None.
         bpd_stderr: its standard error, else None.
-        nfe: score evaluations of the ODE solves, summed over batches.
+        nfe: score evaluations behind one point (its batch's ODE solve), averaged over the points.
         n: number of points.
         true_nll: the exact mean -log p of the same points, when the data density is known.
         per_point: the (n,) NLL of each point, in the order of the points (not logged).
@@ -42,26 +69,75 @@ class NLLReport:
     stderr: float
     bpd: float | None
     bpd_stderr: float | None
-    nfe: int
+    nfe: float
     n: int
     true_nll: float | None = None
     per_point: Tensor | None = field(default=None, repr=False)
 
 
+class _SolveProgress:
+    """Moves a bar through one solve of `size` items as its time runs from `t_from` to `t_to`."""
+
+    def __init__(self, progress: Any, size: int, t_from: float, t_to: float):
+        self.progress, self.size, self.t_from, self.t_to, self.done = progress, size, t_from, t_to, 0.0
+
+    def at(self, t: float) -> None:
+        target = self.size * min(max((t - self.t_from) / (self.t_to - self.t_from), 0.0), 1.0)
+        if target > self.done:
+            self.progress.update(target - self.done)
+            self.done = target
+
+    def finish(self) -> None:
+        self.progress.update(self.size - self.done)
+
+
+def _takes_callback(solver: Callable[..., Any]) -> bool:
+    try:
+        return "callback" in inspect.signature(solver).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @torch.no_grad()
-def draw_samples(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], n: int,
-                 shape: tuple[int, ...], *, generator: torch.Generator,
-                 device: torch.device | str = "cpu", batch_size: int = 5000
-                 ) -> tuple[Tensor, int]:
-    """n samples of shape (n, *shape) from prior draws through `solver`; also the total NFE."""
-    out, nfe = [], 0
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        x_T = sde.prior_sample((b, *shape), generator=generator, device=device)
-        res = solver(sde, score_fn, x_T, generator=generator)
-        out.append(res.x)
-        nfe += res.nfe
-    return torch.cat(out), nfe
+def sharded_samples(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], n: int,
+                    shape: tuple[int, ...], *, seed: int, batch_size: int,
+                    device: torch.device | str = "cpu", ctx: distributed.Context | None = None,
+                    block_solver: Callable[[slice], Callable[..., Any]] | None = None,
+                    progress: bool = False, desc: str = "sampling") -> Samples | None:
+    """n samples in blocks of `batch_size`, shared among the ranks, gathered on rank 0.
+
+    Block j (samples j*batch_size, ...) is drawn and solved with a generator seeded by
+    `distributed.block_seed(seed, j)`, so the samples depend on (seed, batch_size) only, not on
+    the number of ranks. Each rank solves its blocks with the bare `score_fn`: no collective runs
+    inside a solve. `block_solver`, if given, replaces `solver` by block_solver(rows) for the
+    block of samples `rows` (per-sample settings such as inpainting's known values). `progress`
+    draws a bar of rank 0's samples, moved by the solver's time where it takes a callback.
+
+    Returns:
+        On rank 0 the Samples (n, *shape) in order with each block's NFE; None on other ranks.
+    """
+    ctx = ctx or distributed.context()
+    mine = distributed.my_blocks(math.ceil(n / batch_size), ctx)
+    sizes = [min(batch_size, n - j * batch_size) for j in mine]
+    xs, nfes = [], []
+    with bar(sum(sizes), desc, "sample", show=progress and ctx.is_main) as shown:
+        for j, b in zip(mine, sizes):
+            gen = torch.Generator(device).manual_seed(distributed.block_seed(seed, j))
+            solve = solver if block_solver is None else block_solver(
+                slice(j * batch_size, j * batch_size + b))
+            x_T = sde.prior_sample((b, *shape), generator=gen, device=device)
+            track = _SolveProgress(shown, b, sde.T, 0.0)
+            kw = {"callback": lambda i, t, x, track=track: track.at(t)} \
+                if progress and _takes_callback(solve) else {}
+            res = solve(sde, score_fn, x_T, generator=gen, **kw)
+            track.finish()
+            xs.append(res.x.cpu())
+            nfes.append(int(res.nfe))
+    parts = distributed.gather_to_main((xs, nfes, sizes), ctx)
+    if parts is None:
+        return None
+    return Samples(torch.cat([x for p in parts for x in p[0]]), [f for p in parts for f in p[1]],
+                   [b for p in parts for b in p[2]])
 
 
 def _mean_stderr(v: Tensor) -> tuple[float, float]:
@@ -70,117 +146,70 @@ def _mean_stderr(v: Tensor) -> tuple[float, float]:
     return v.mean().item(), se
 
 
-def test_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, generator: torch.Generator,
-             divergence: str = "exact", probes: int = 1, method: str = "dopri5",
-             rtol: float = 1e-5, atol: float = 1e-5, t_eps: float = 1e-5, dequant_draws: int = 1,
-             batch_size: int = 1000, true_log_prob: Callable[[Tensor], Tensor] | None = None
-             ) -> NLLReport:
-    """The NLL of x (N, *D) under the model's probability-flow ODE, in batches.
-
-    Images (`quantized`) get bits/dim with uniform dequantization through `solvers.bits_per_dim`;
-    other data the NLL in nats through `solvers.log_likelihood`. `true_log_prob`, if given, is
-    evaluated on the same points for a paired comparison.
-    """
-    kw = dict(divergence=divergence, probes=probes, method=method, rtol=rtol, atol=atol,
-              t_eps=t_eps, generator=generator)
-    nlls, bpds, nfe = [], [], 0
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size]
-        if quantized:
-            res = solvers.bits_per_dim(sde, score_fn, xb, dequant_draws=dequant_draws, **kw)
-            bpds.append(res.bpd.detach().cpu())
-            nlls.append(res.nll.detach().cpu())
-        else:
-            res = solvers.log_likelihood(sde, score_fn, xb, **kw)
-            nlls.append(res.nll.detach().cpu())
-        nfe += int(res.nfe)
-    return _report(torch.cat(nlls), torch.cat(bpds) if bpds else None, nfe, x, true_log_prob)
-
-
-def _report(nll: Tensor, bpd: Tensor | None, nfe: int, x: Tensor,
-            true_log_prob: Callable[[Tensor], Tensor] | None) -> NLLReport:
-    mean, se = _mean_stderr(nll)
-    bpd_mean, bpd_se = _mean_stderr(bpd) if bpd is not None else (None, None)
-    true = None
-    if true_log_prob is not None:
-        true = (-true_log_prob(x.double().cpu())).mean().item()
-    return NLLReport(mean, se, bpd_mean, bpd_se, nfe, x.shape[0], true, nll)
-
-
-@torch.no_grad()
-def sharded_samples(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], n: int,
-                    shape: tuple[int, ...], *, seed: int, batch_size: int,
-                    device: torch.device | str = "cpu", ctx: distributed.Context | None = None,
-                    block_solver: Callable[[slice], Callable[..., Any]] | None = None
-                    ) -> tuple[Tensor | None, int]:
-    """n samples in blocks of `batch_size`, shared among the ranks, gathered on rank 0.
-
-    Block j (samples j*batch_size, ...) is drawn and solved with a generator seeded by
-    `distributed.block_seed(seed, j)`, so the samples depend on (seed, batch_size) only, not on
-    the number of ranks. Each rank solves its blocks with the bare `score_fn`: no collective runs
-    inside a solve. `block_solver`, if given, replaces `solver` by block_solver(rows) for the
-    block of samples `rows` (per-sample settings such as inpainting's known values).
-
-    Returns:
-        On rank 0 the (n, *shape) samples in order and the NFE summed over all blocks; on the
-        other ranks (None, 0).
-    """
-    ctx = ctx or distributed.context()
-    xs, nfe = [], 0
-    for j in distributed.my_blocks(math.ceil(n / batch_size), ctx):
-        gen = torch.Generator(device).manual_seed(distributed.block_seed(seed, j))
-        b = min(batch_size, n - j * batch_size)
-        solve = solver if block_solver is None else block_solver(
-            slice(j * batch_size, j * batch_size + b))
-        x_T = sde.prior_sample((b, *shape), generator=gen, device=device)
-        res = solve(sde, score_fn, x_T, generator=gen)
-        xs.append(res.x.cpu())
-        nfe += int(res.nfe)
-    parts = distributed.gather_to_main((xs, nfe), ctx)
-    if parts is None:
-        return None, 0
-    return torch.cat([x for p in parts for x in p[0]]), sum(p[1] for p in parts)
-
-
 def sharded_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, seed: int,
                 batch_size: int = 1000, dequant_draws: int = 1,
                 true_log_prob: Callable[[Tensor], Tensor] | None = None,
-                ctx: distributed.Context | None = None, **kw: Any) -> NLLReport | None:
-    """`test_nll` of x (N, *D) with its batches shared among the ranks, gathered on rank 0.
+                ctx: distributed.Context | None = None, progress: bool = False,
+                **kw: Any) -> NLLReport | None:
+    """The NLL of x (N, *D) under the model's probability-flow ODE, its batches shared among the
+    ranks and gathered on rank 0.
 
-    Batch j (points j*batch_size, ...) draws its probes and dequantization noise from a generator
-    seeded by `distributed.block_seed(seed, j)`, so the per-point NLL does not depend on the
-    number of ranks. `kw` goes to the solver (divergence, probes, method, rtol, atol, t_eps).
+    Images (`quantized`) get bits/dim with uniform dequantization through `solvers.bits_per_dim`,
+    other data the NLL in nats through `solvers.log_likelihood`. Batch j (points j*batch_size, ...)
+    draws its probes and dequantization noise from a generator seeded by
+    `distributed.block_seed(seed, j)`, so the per-point NLL does not depend on the number of
+    ranks. `kw` goes to the solver (divergence, probes, method, rtol, atol, t_eps, max_steps,
+    step_size, ...; `score_sde.config.nll_kwargs`). `true_log_prob`, if given, is evaluated on
+    the same points for a paired comparison. `progress` draws a bar of rank 0's points, moved by
+    the ODE's time (reading it costs a host sync per evaluation, so only with the bar).
 
     Returns:
         On rank 0 the report, whose `per_point` holds the NLL of every point in the order of x;
         None on the other ranks.
     """
     ctx = ctx or distributed.context()
-    nlls, bpds, nfe = [], [], 0
-    for j in distributed.my_blocks(math.ceil(x.shape[0] / batch_size), ctx):
-        xb = x[j * batch_size:(j + 1) * batch_size]
-        gen = torch.Generator(x.device).manual_seed(distributed.block_seed(seed, j))
-        if quantized:
-            res = solvers.bits_per_dim(sde, score_fn, xb, dequant_draws=dequant_draws,
-                                       generator=gen, **kw)
-            bpds.append(res.bpd.detach().cpu())
-        else:
-            res = solvers.log_likelihood(sde, score_fn, xb, generator=gen, **kw)
-        nlls.append(res.nll.detach().cpu())
-        nfe += int(res.nfe)
-    parts = distributed.gather_to_main((nlls, bpds, nfe), ctx)
+    mine = distributed.my_blocks(math.ceil(x.shape[0] / batch_size), ctx)
+    nlls, bpds, nfes = [], [], []
+    t_eps = kw.get("t_eps", 1e-5)
+    with bar(sum(min(batch_size, x.shape[0] - j * batch_size) for j in mine), "test NLL", "point",
+             show=progress and ctx.is_main) as shown:
+        for j in mine:
+            xb = x[j * batch_size:(j + 1) * batch_size]
+            gen = torch.Generator(x.device).manual_seed(distributed.block_seed(seed, j))
+            track = _SolveProgress(shown, xb.shape[0], t_eps, sde.T)
+            score = score_fn
+            if progress:
+                def score(y: Tensor, t: Tensor, track: _SolveProgress = track) -> Tensor:
+                    track.at(float(t.reshape(-1)[0]))
+                    return score_fn(y, t)
+            if quantized:
+                res = solvers.bits_per_dim(sde, score, xb, dequant_draws=dequant_draws,
+                                           generator=gen, **kw)
+                bpds.append(res.bpd.detach().cpu())
+            else:
+                res = solvers.log_likelihood(sde, score, xb, generator=gen, **kw)
+            track.finish()
+            nlls.append(res.nll.detach().cpu())
+            nfes.append(int(res.nfe) * xb.shape[0])
+    parts = distributed.gather_to_main((nlls, bpds, nfes), ctx)
     if parts is None:
         return None
+    nll = torch.cat([v for p in parts for v in p[0]])
     bpd = [b for p in parts for b in p[1]]
-    return _report(torch.cat([v for p in parts for v in p[0]]), torch.cat(bpd) if bpd else None,
-                   sum(p[2] for p in parts), x, true_log_prob)
+    mean, se = _mean_stderr(nll)
+    bpd_mean, bpd_se = _mean_stderr(torch.cat(bpd)) if bpd else (None, None)
+    true = None if true_log_prob is None else (-true_log_prob(x.double().cpu())).mean().item()
+    return NLLReport(mean, se, bpd_mean, bpd_se, sum(f for p in parts for f in p[2]) / x.shape[0],
+                     x.shape[0], true, nll)
 
 
 def sample_picture(samples: Tensor, data: Dataset, path: Path, *, title: str = "") -> Path:
-    """A scatter next to the test data (2-D points) or a grid of the first 64 images."""
+    """A scatter of all samples next to the test data (2-D points), or a grid of the first
+    GRID_MAX images (the title says so when there are more)."""
     if data.is_image:
-        return plots.image_grid(samples[:64], path, title=title)
+        if samples.shape[0] > GRID_MAX:
+            title = f"{title} (first {GRID_MAX} of {samples.shape[0]})".strip()
+        return plots.image_grid(samples[:GRID_MAX], path, title=title)
     if data.shape == (2,):
         return plots.scatter(samples, data.test, path, title=title)
     raise ValueError(f"no picture for data of shape {data.shape}: only (2,) points and images")
@@ -199,38 +228,45 @@ def paths_picture(sde: SDE, score_fn: ScoreFn, data: Dataset, path: Path, *,
     return plots.sample_paths(rs.trajectory, po.trajectory, rs.ts, po.ts, data.test, path)
 
 
-def _log_prob_of(data: Dataset) -> Callable[[Tensor], Tensor] | None:
-    return getattr(data, "log_prob", None)
-
-
 def evaluate(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], data: Dataset, *,
-             settings: Any, out_dir: Path, tag: str, generator: torch.Generator,
-             device: torch.device | str = "cpu") -> tuple[dict[str, float], list[Path]]:
-    """Samples and their picture, the sample paths (2-D), and the test NLL on held-out points.
+             settings: Any, seed: int, out_dir: Path, tag: str, device: torch.device | str = "cpu",
+             progress: bool = False) -> tuple[dict[str, float], list[Path]]:
+    """Samples and their picture, the sample paths (2-D), and the test NLL on held-out points, in
+    one process, through `sharded_samples` and `sharded_nll` (what `score-sde sample` and
+    `score-sde likelihood` run) with `seed`.
 
     Args:
-        settings: the `eval` settings (n_samples, nll_points, divergence, rtol, atol, ...).
+        settings: the `eval` settings (n_samples, nll_points, batch_size and the NLL's solver
+            settings, `score_sde.config.EvalSettings`).
+        seed: the seed of the samples and the NLL's random draws.
         out_dir: the folder for the pictures.
         tag: a suffix for the file names, e.g. "step001000" or "final".
+        progress: draw progress bars.
 
     Returns:
-        The metrics (nfe, test_nll, ..., entropy when known) and the pictures written.
+        The metrics (sample_nfe and nll_nfe per sample, test_nll, ..., entropy when known) and
+        the pictures written.
     """
+    from score_sde.config import nll_kwargs
+
+    one = distributed.Context()  # rank 0 evaluates alone while the other ranks wait
     metrics: dict[str, float] = {}
     pictures = []
-    samples, nfe = draw_samples(sde, score_fn, solver, settings.n_samples, data.shape,
-                                generator=generator, device=device)
-    metrics["sample_nfe"] = nfe
-    pictures.append(sample_picture(samples, data, out_dir / f"samples_{tag}.png",
+    samples = sharded_samples(sde, score_fn, solver, settings.n_samples, data.shape, seed=seed,
+                              batch_size=settings.batch_size, device=device, ctx=one,
+                              progress=progress)
+    metrics["sample_nfe"] = samples.nfe_per_sample
+    pictures.append(sample_picture(samples.x, data, out_dir / f"samples_{tag}.png",
                                    title=f"{data.name}: samples at {tag}"))
     if settings.paths and data.shape == (2,):
+        gen = torch.Generator(device).manual_seed(distributed.block_seed(seed, 0, stream=2))
         pictures.append(paths_picture(sde, score_fn, data, out_dir / f"paths_{tag}.png",
-                                      generator=generator, device=device))
+                                      generator=gen, device=device))
     if settings.nll_points > 0:
-        x = data.test[:settings.nll_points].to(device)
-        rep = test_nll(sde, score_fn, x, quantized=data.quantized, generator=generator,
-                       divergence=settings.divergence, rtol=settings.rtol, atol=settings.atol,
-                       dequant_draws=settings.dequant_draws, true_log_prob=_log_prob_of(data))
+        rep = sharded_nll(sde, score_fn, data.test[:settings.nll_points].to(device),
+                          quantized=data.quantized, seed=seed, batch_size=settings.batch_size,
+                          dequant_draws=settings.dequant_draws, true_log_prob=data.log_prob,
+                          ctx=one, progress=progress, **nll_kwargs(settings))
         metrics.update(test_nll=rep.nll, test_nll_stderr=rep.stderr, nll_nfe=rep.nfe,
                        nll_points=rep.n)
         if rep.bpd is not None:

@@ -1,6 +1,14 @@
 """The training loop: AdamW with warmup (and cosine decay), gradient clipping, EMA, the DSM loss with
 the configured weighting, periodic evaluation, checkpoints, resume, clean stop on SIGINT / SIGTERM.
 
+Host syncs: a step keeps its loss (and gradient norm) on the device; they are read, checked for
+NaN / inf and (under DDP) summed over ranks together with the stop flag only at the steps that log,
+checkpoint or evaluate, so on a GPU the host never waits for a step in between. A NaN is reported
+at the next such step, naming the range of steps it appeared in.
+
+Messages (the start, progress every tenth of the steps, the evaluations, the final summary) go
+through the `score_sde` logger to the console and to `<run>/train.log` (`score_sde.console`).
+
 Reproducibility: all training randomness comes from two generators seeded from `cfg.seed` (one for
 the batch indices, one for times and noise) plus torch's global RNG (dropout); their states are in
 every checkpoint, and the learning rate is a pure function of the step. A run resumed from a
@@ -52,15 +60,14 @@ from score_sde.build import (
 from score_sde.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from score_sde.conditional import drop_labels, evaluate_classes
 from score_sde.config import validate_train
-from score_sde.data import Dataset
+from score_sde.console import bar, bars_shown, log, log_file
 from score_sde.evaluate import evaluate
 from score_sde.judge import fit_judge
 from score_sde.metrics import MetricsLogger, read_metrics, truncate_metrics
+from score_sde.resume import check_resumable
 from score_sde.sde_lib import dsm_loss, sample_time
 
-# settings that may change when a run is resumed; anything else must match the saved config
-RESUMABLE = ("train.steps", "train.progress", "train.log_every", "eval.", "checkpoint.", "logger.",
-             "run", "device", "threads", "solver.")
+LOG_FILE = "train.log"
 
 
 @dataclass
@@ -107,6 +114,9 @@ class _NoLogger:
     def log(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -151,26 +161,6 @@ def _dry_run(solver: Callable[..., Any], sde: Any, shape: tuple[int, ...], targe
         raise ValueError(f"solver {target} rejects its settings: {err}") from err
 
 
-def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(cfg, dict):
-        out = {}
-        for k, v in cfg.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: cfg}
-
-
-def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
-    """Raise a ValueError listing the settings in which `new` differs from a run's saved config."""
-    a, b = _flat(saved), _flat(new)
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)
-                  and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE))
-    if diff:
-        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
-        raise ValueError(f"cannot resume {str(run_dir)!r}: the config differs from the saved one in "
-                         f"{shown}; repeat the original overrides (see {run_dir / CONFIG_FILE})")
-
-
 def _rng_states(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
     states = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
     if torch.cuda.is_available():
@@ -186,14 +176,49 @@ def _set_rng_states(states: dict[str, torch.Tensor], gens: dict[str, torch.Gener
         torch.cuda.set_rng_state(states["cuda"])
 
 
+def summary_lines(res: TrainResult) -> list[str]:
+    """What `score-sde train` prints at the end: the run, the test NLL and its references."""
+    m = res.metrics
+    lines = [f"run folder: {res.run_dir}", f"checkpoint: {res.checkpoint}",
+             f"time: {m['train_seconds']:.0f} s training, {m['eval_seconds']:.0f} s sampling, "
+             "NLL and pictures"]
+    if "test_nll" in m:
+        line = (f"test NLL: {m['test_nll']:.4f} +- {m['test_nll_stderr']:.4f} nats "
+                f"({m['nll_points']} points, {m['nll_nfe']:.0f} NFE per point)")
+        if "test_bpd" in m:
+            line += f"; {m['test_bpd']:.4f} +- {m['test_bpd_stderr']:.4f} bits/dim"
+        lines.append(line)
+    if "gmm_bpd" in m:
+        lines.append(f"baseline, sklearn GaussianMixture({m['gmm_components']}, full covariance) "
+                     f"on the same dequantized data: {m['gmm_bpd']:.4f} +- "
+                     f"{m['gmm_bpd_stderr']:.4f} bits/dim")
+    if "judge_test_accuracy" in m:
+        accs = ", ".join(f"{k.removeprefix('class_accuracy_w')}: {v:.3f}" for k, v in m.items()
+                         if k.startswith("class_accuracy_w"))
+        lines.append(f"class-conditional samples judged to be of the asked-for class "
+                     f"({m['per_class']} per class), by guidance scale: {accs} (chance "
+                     f"{m['chance']:.3f}; the judge's test accuracy {m['judge_test_accuracy']:.3f})")
+    if "entropy" in m:
+        gap = m["test_nll"] - m["entropy"] if "test_nll" in m else float("nan")
+        lines.append(f"true entropy: {m['entropy']:.4f} +- {m['entropy_stderr']:.4f} nats "
+                     f"(NLL - entropy = {gap:+.4f})")
+    if "true_nll_same_points" in m:
+        lines.append(f"true NLL of the same test points: {m['true_nll_same_points']:.4f} nats")
+    return lines + ["pictures:"] + [f"  {p}" for p in res.pictures]
+
+
 def train(cfg: DictConfig, run_dir: str | Path, *,
-          callback: Callable[[int, float], None] | None = None) -> TrainResult:
+          callback: Callable[[int, torch.Tensor], None] | None = None) -> TrainResult:
     """Train (or resume) the run of a composed train config in `run_dir`.
 
+    Everything is built and checked (data, SDE, model, solver, the checkpoint to resume from)
+    before anything is written, so a bad setting leaves no trace on disk.
+
     Args:
-        cfg: a config composed from `conf/train.yaml` (hydra), validated here.
+        cfg: a config composed from `conf/train.yaml` (`score_sde.config.compose`), validated here.
         run_dir: the run folder; if it holds checkpoints, training resumes from the latest.
-        callback: called as callback(step, loss) after every step (tests, notebooks).
+        callback: called as callback(step, loss) after every step, the loss a tensor on the
+            device (tests, notebooks; reading it costs a host sync).
 
     Returns:
         A TrainResult. A stop by SIGINT / SIGTERM saves a checkpoint and returns interrupted=True.
@@ -207,8 +232,6 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     ctx = distributed.context()
     mine = distributed.split_batch(cfg.train.batch_size, ctx)
     run_dir = Path(distributed.broadcast_from_main(str(run_dir), ctx))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir, pic_dir = run_dir / CHECKPOINT_DIR, run_dir / "pictures"
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     cfg_dict["run"] = str(run_dir)
     t, ev = cfg.train, cfg.eval
@@ -217,20 +240,21 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    data: Dataset = build_data(cfg)
+    data = build_data(cfg)
     num_classes = conditional_classes(cfg, data)
     cfg_dict["conditional"] = num_classes is not None  # null and false are the same run
     sde = build_sde(cfg)
     model = build_model(cfg, sde, data.shape, num_classes).to(device)
     solver = build_solver(cfg)
     _dry_run(solver, sde, data.shape, cfg.solver._target_)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # fused: the step counts stay on the device (the default reads them with .item() per step)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                            fused=device.type in ("cpu", "cuda"))
     ema = models.EMA(model, t.ema_decay, warmup=True)
     gens = {"data": torch.Generator().manual_seed(cfg.seed + 1),
             "noise": torch.Generator(device).manual_seed(cfg.seed + 2)}
     step = 0
-
-    last = latest_checkpoint(ckpt_dir)
+    last = latest_checkpoint(run_dir / CHECKPOINT_DIR)
     if last is not None:
         state = load_checkpoint(last, map_location=device)
         check_resumable(state["config"], cfg_dict, run_dir)
@@ -239,17 +263,45 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         opt.load_state_dict(state["optimizer"])
         _set_rng_states(state["rng"], gens)
         step = int(state["step"])
+    judge = fit_judge(data) if num_classes is not None and ev.judge and ctx.is_main else None
+
+    run_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before this line
+    with log_file(run_dir / LOG_FILE) if ctx.is_main else nullcontext():
         if ctx.is_main:
-            truncate_metrics(run_dir, step)
-        if ctx.is_main:
-            print(f"resuming {run_dir} from {last.name} (step {step} of {t.steps})")
+            OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
+            if last is not None:
+                truncate_metrics(run_dir, step)
+                log.info(f"resuming {run_dir} from {last.name} (step {step} of {t.steps})")
+            else:
+                log.info(f"training {data.name} with {cfg.sde._target_.rsplit('.', 1)[-1]} and "
+                         f"{cfg.model.net._target_.rsplit('.', 1)[-1]} for {t.steps} steps in "
+                         f"{run_dir}")
+        logger = MetricsLogger(run_dir, backend=cfg.logger.backend, mode=cfg.logger.mode,
+                               project=cfg.logger.project, entity=cfg.logger.entity,
+                               name=cfg.get("name"), config=cfg_dict) if ctx.is_main \
+            else _NoLogger()
+        try:
+            return _loop(cfg, ctx, run_dir, data, sde, model, solver, opt, ema, gens, step, last,
+                         num_classes, judge, logger, cfg_dict, mine, device, callback)
+        finally:
+            logger.close()
+
+
+def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, data: Any, sde: Any,
+          model: models.ScoreModel, solver: Callable[..., Any], opt: torch.optim.Optimizer,
+          ema: models.EMA, gens: dict[str, torch.Generator], step: int, saved: Path | None,
+          num_classes: int | None, judge: Any, logger: Any, cfg_dict: dict[str, Any],
+          mine: slice, device: torch.device, callback: Callable[[int, torch.Tensor], None] | None
+          ) -> TrainResult:
+    """The training steps from `step`, the periodic and final evaluations (see `train`)."""
+    t, ev = cfg.train, cfg.eval
+    ckpt_dir, pic_dir = run_dir / CHECKPOINT_DIR, run_dir / "pictures"
+    show = bars_shown(cfg.progress) and ctx.is_main
     net: torch.nn.Module = model
     if ctx.distributed:
         torch.manual_seed(distributed.rank_seed(cfg.seed + step, ctx.rank))
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if ctx.is_main:
-        OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
 
     def checkpoint() -> Path | None:
         if not ctx.is_main:
@@ -259,12 +311,12 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                  "data_shape": list(data.shape), "num_classes": num_classes}
         return save_checkpoint(state, ckpt_dir, step, keep=cfg.checkpoint.keep)
 
-    judge = fit_judge(data) if num_classes is not None and ev.judge and ctx.is_main else None
-
     def run_eval(tag: str) -> tuple[dict[str, float], list[Path]]:
-        gen = torch.Generator(device).manual_seed(cfg.seed + 10_000 + step)
-        metrics, pics = evaluate(sde, ema.module, solver, data, settings=ev, out_dir=pic_dir,
-                                 tag=tag, generator=gen, device=device)
+        log.info(f"evaluating at step {step}: {ev.n_samples} samples with "
+                 f"{cfg.solver._target_.rsplit('.', 1)[-1]}"
+                 + (f", the NLL of {ev.nll_points} test points" if ev.nll_points else ""))
+        metrics, pics = evaluate(sde, ema.module, solver, data, settings=ev, seed=cfg.seed,
+                                 out_dir=pic_dir, tag=tag, device=device, progress=show)
         if num_classes is not None:
             more, class_pics = evaluate_classes(sde, ema.module, solver, data, settings=ev,
                                                 out_dir=pic_dir, tag=tag, judge=judge,
@@ -274,108 +326,109 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         logger.log("eval", step, **metrics)
         for p in pics:
             logger.log_image(f"eval/{p.stem.rsplit('_', 1)[0]}", p, step)
+        if tag != "final" and "test_nll" in metrics:
+            log.info(f"step {step}: test NLL {metrics['test_nll']:.4f} +- "
+                     f"{metrics['test_nll_stderr']:.4f} nats")
         return metrics, pics
 
-    logger = MetricsLogger(run_dir, backend=cfg.logger.backend, mode=cfg.logger.mode,
-                           project=cfg.logger.project, entity=cfg.logger.entity,
-                           name=cfg.get("name"), config=cfg_dict) if ctx.is_main else _NoLogger()
     train_x = data.train.to(device)
     train_y = data.train_labels.to(device) if num_classes is not None else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and device.type == "cuda" \
         else nullcontext()
     flag = _StopFlag()
-    saved: Path | None = last
-    window: list[float] = []
-    bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and ctx.is_main),
-               dynamic_ncols=True,
-               desc=f"train {data.name}", unit="step")
+    # the loss summed since the last record (a device tensor), its count, and the last grad norm
+    window, count, grad_norm = torch.zeros((), device=device), 0, None
+    first = step + 1  # the first step of the window: a NaN is reported as "between first and step"
+    milestone = max(1, t.steps // 10)
+    progress = bar(t.steps, f"train {data.name}", "step", show=show, initial=step)
     tick = started = time.perf_counter()
-    try:
-        with _catch_signals(flag):
-            while step < t.steps:
-                model.train()
-                lr = learning_rate(step, lr=t.lr, warmup=t.warmup, steps=t.steps,
-                                   cosine=t.cosine_decay)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                # the global batch, drawn alike on every rank; this rank trains on its slice
-                idx = torch.randint(train_x.shape[0], (t.batch_size,), generator=gens["data"])
-                x0 = train_x[idx.to(device)]
-                score_fn = net
-                if train_y is not None:  # the batch's labels, some replaced by the null label
-                    y = drop_labels(train_y[idx.to(device)], num_classes, t.label_dropout,
-                                    gens["data"])
-                    score_fn = partial(net, y=y[mine])
-                if data.quantized:
-                    x0 = dequantize(x0, gens["noise"])
-                times = sample_time(sde, t.batch_size, t_eps=t.t_eps,
-                                    importance=t.importance_sampling, generator=gens["noise"],
-                                    dtype=x0.dtype, device=device)
-                noise = torch.randn(x0.shape, generator=gens["noise"], dtype=x0.dtype,
-                                    device=device)
-                with amp:
-                    loss = dsm_loss(score_fn, sde, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
-                                    importance_sampling=t.importance_sampling, t=times[mine],
-                                    noise=noise[mine])
-                if ctx.distributed:  # the global mean loss, and whether any rank was signalled
-                    both = distributed.all_reduce_sum(torch.stack(
-                        [loss.detach().float(), torch.tensor(float(flag.signum is not None),
-                                                             device=device)]), ctx)
-                    value, stop = both[0].item() / ctx.world_size, both[1].item() > 0
-                else:
-                    value = loss.item()
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"the training loss is {value} at step {step + 1} (lr {lr:.3g}); lower "
-                        f"train.lr, keep train.grad_clip > 0, or resume from the last checkpoint "
-                        f"in {ckpt_dir}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
-                             if t.grad_clip > 0 else float("nan"))
-                opt.step()
-                ema.update(model)
-                step += 1
-                window.append(value)
-                bar.update(1)
-                if step % t.log_every == 0 or step == t.steps:
-                    now = time.perf_counter()
-                    mean = sum(window) / len(window)
-                    logger.log("train", step, loss=mean, lr=lr, grad_norm=grad_norm,
-                               steps_per_s=len(window) / max(now - tick, 1e-9))
-                    bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
-                    window, tick = [], now
-                if callback is not None:
-                    callback(step, value)
-                if (stop if ctx.distributed else flag.signum is not None):
-                    saved = checkpoint()
-                    bar.close()
-                    if ctx.is_main:
-                        name = signal.Signals(flag.signum).name if flag.signum else "a signal"
-                        print(f"stopped by {name} at step {step}; saved {saved}. Run the same "
-                              f"command with run={run_dir} to resume.")
-                    return TrainResult(run_dir, step, True, saved, model=model)
-                if step % cfg.checkpoint.every == 0 or step == t.steps:
-                    saved = checkpoint()
-                if ev.every and step % ev.every == 0 and step < t.steps and ctx.is_main:
-                    run_eval(f"step{step:08d}")
-        bar.close()
-        if not ctx.is_main:
-            return TrainResult(run_dir, step, False, None, model=model)
-        train_seconds = time.perf_counter() - started
-        metrics, pics = run_eval("final")
-        metrics.update(train_seconds=train_seconds,
-                       eval_seconds=time.perf_counter() - started - train_seconds)
-        if ev.gmm_baseline and data.quantized:
-            base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
-            metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
-                           gmm_components=base.n_components)
-            logger.log("baseline", step, gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
+    with progress, _catch_signals(flag):
+        while step < t.steps:
+            model.train()
+            lr = learning_rate(step, lr=t.lr, warmup=t.warmup, steps=t.steps, cosine=t.cosine_decay)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            # the global batch, drawn alike on every rank; this rank trains on its slice
+            idx = torch.randint(train_x.shape[0], (t.batch_size,), generator=gens["data"])
+            x0 = train_x[idx.to(device)]
+            score_fn = net
+            if train_y is not None:  # the batch's labels, some replaced by the null label
+                y = drop_labels(train_y[idx.to(device)], num_classes, t.label_dropout, gens["data"])
+                score_fn = partial(net, y=y[mine])
+            if data.quantized:
+                x0 = dequantize(x0, gens["noise"])
+            times = sample_time(sde, t.batch_size, t_eps=t.t_eps, importance=t.importance_sampling,
+                                generator=gens["noise"], dtype=x0.dtype, device=device)
+            noise = torch.randn(x0.shape, generator=gens["noise"], dtype=x0.dtype, device=device)
+            with amp:
+                loss = dsm_loss(score_fn, sde, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
+                                importance_sampling=t.importance_sampling, t=times[mine],
+                                noise=noise[mine])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            ema.update(model)
+            step += 1
+            window, count = window + loss.detach().float(), count + 1
+            progress.update(1)
+            if callback is not None:
+                callback(step, loss.detach())
+            due_log = step % t.log_every == 0 or step == t.steps
+            due_ckpt = step % cfg.checkpoint.every == 0 or step == t.steps
+            due_eval = bool(ev.every) and step % ev.every == 0 and step < t.steps
+            stop = flag.signum is not None
+            if not (due_log or due_ckpt or due_eval or (stop and not ctx.distributed)):
+                continue
+            # a sync point: the window's mean loss over all ranks, and any rank's stop flag
+            both = distributed.all_reduce_sum(torch.stack(
+                [window, torch.tensor(float(stop), device=device)]), ctx).tolist()
+            mean, stop = both[0] / count / ctx.world_size, both[1] > 0
+            if not math.isfinite(mean):
+                raise FloatingPointError(
+                    f"the training loss became {mean} between steps {first} and {step} (lr "
+                    f"{lr:.3g}); lower train.lr, keep train.grad_clip > 0, or resume from the last "
+                    f"good checkpoint ({saved or 'none yet'})")
+            if due_log:
+                now = time.perf_counter()
+                norm = grad_norm.item() if grad_norm is not None else float("nan")
+                logger.log("train", step, loss=mean, lr=lr, grad_norm=norm,
+                           steps_per_s=count / max(now - tick, 1e-9))
+                progress.set_postfix(loss=f"{mean:.4g}", refresh=False)
+                if step // milestone > (step - count) // milestone or step == t.steps:
+                    log.info(f"step {step}/{t.steps}: loss {mean:.4g}, "
+                             f"{count / max(now - tick, 1e-9):.1f} steps/s")
+                window, count, tick, first = torch.zeros((), device=device), 0, now, step + 1
+            if stop:
+                saved = checkpoint()
+                if ctx.is_main:
+                    name = signal.Signals(flag.signum).name if flag.signum else "a signal"
+                    log.info(f"stopped by {name} at step {step}; saved {saved}. Resume with "
+                             f"`score-sde train run={run_dir}`.")
+                return TrainResult(run_dir, step, True, saved, model=model)
+            if due_ckpt:
+                saved = checkpoint()
+            if due_eval and ctx.is_main:
+                run_eval(f"step{step:08d}")
+    if not ctx.is_main:
+        return TrainResult(run_dir, step, False, None, model=model)
+    train_seconds = time.perf_counter() - started
+    metrics, pics = run_eval("final")
+    if ev.gmm_baseline and data.quantized:
+        base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
+        metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
                        gmm_components=base.n_components)
-        records = read_metrics(run_dir, "train")
-        pics.append(plots.loss_curve([r["step"] for r in records], [r["loss"] for r in records],
-                                     pic_dir / "loss.png"))
-        return TrainResult(run_dir, step, False, saved, metrics, pics, model)
-    finally:
-        bar.close()
-        logger.close()
+        logger.log("baseline", step, gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
+                   gmm_components=base.n_components)
+    metrics.update(train_seconds=train_seconds,
+                   eval_seconds=time.perf_counter() - started - train_seconds)
+    logger.log("summary", step, train_seconds=metrics["train_seconds"],
+               eval_seconds=metrics["eval_seconds"])
+    records = read_metrics(run_dir, "train")
+    pics.append(plots.loss_curve([r["step"] for r in records], [r["loss"] for r in records],
+                                 pic_dir / "loss.png"))
+    res = TrainResult(run_dir, step, False, saved, metrics, pics, model)
+    for line in summary_lines(res):
+        log.info(line)
+    return res

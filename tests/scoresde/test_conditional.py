@@ -303,7 +303,7 @@ def test_digits_cond_preset_end_to_end(tmp_path, capsys):
     pictures at scales 0, 1, 3 with the judge's verdicts, then a guided sample."""
     run = tmp_path / "run"
     over = ["experiment=digits-cond", "logger=none", "train.steps=2", "train.batch_size=8",
-            "train.progress=false", "model.net.channels=8", "model.net.norm_groups=4",
+            "progress=false", "model.net.channels=8", "model.net.norm_groups=4",
             "eval.n_samples=4", "eval.nll_points=4", "eval.rtol=1e-2", "eval.atol=1e-2",
             "eval.per_class=2", "solver.steps=3"]
     assert main(["train", f"run={run}", *over]) == 0
@@ -328,7 +328,7 @@ def test_conditional_ring_samples_the_asked_for_component(tmp_path):
     samples of component k to k, nearly as often as it does real points (measured: 0.84 to
     0.86); at scale 0 (the null label, unconditional) about 1/8 of them."""
     over = ["logger=none", "threads=1", "+conditional=true", "train.steps=1000",
-            "train.batch_size=256", "train.progress=false", "train.log_every=100",
+            "train.batch_size=256", "progress=false", "train.log_every=100",
             "data.n_train=20000", "data.n_test=200", "model.net.hidden=64", "eval.n_samples=8",
             "eval.nll_points=0", "eval.paths=false", "eval.per_class=200",
             "eval.guidance_scales=[0,1]", "eval.judge=true", "solver.steps=100"]

@@ -151,7 +151,7 @@ def test_torchrun_checkpoint_resumes_in_one_process(tmp_path, capsys):
         pytest.fail(f"torchrun did not end within {TIMEOUT_S} s")
     assert proc.returncode == 0, out
     assert out.count("run folder:") == 1  # only rank 0 prints
-    (run,) = (cwd / "outputs" / "ring-vp").iterdir()  # both ranks named the same folder
+    (run,) = (cwd / "outputs" / "ring-vp-mlp").iterdir()  # both ranks named the same folder
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt_00000002.pt",
                                                                         "ckpt_00000004.pt"]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from score_sde.train import check_resumable, learning_rate
+from score_sde.resume import check_resumable
+from score_sde.train import learning_rate
 
 
 def test_learning_rate_warmup_then_cosine():
