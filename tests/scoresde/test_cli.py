@@ -211,6 +211,25 @@ def test_read_only_run_folder_writes_to_out(tmp_path, trained, monkeypatch, caps
     assert not (trained / "samples").exists()
 
 
+def test_progress_bars_on_a_terminal_only(tmp_path, trained, monkeypatch, capsys):
+    """Bars go to stderr when it is a terminal (training, its evaluation, sampling, the NLL) and
+    not with progress=false; stdout holds the messages only."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    tiny = [o for o in TINY if o != "progress=false"] + ["train.steps=2", "eval.paths=false"]
+    assert main(["train", f"run={tmp_path / 'run'}", *tiny]) == 0
+    out, err = capsys.readouterr()
+    assert "train ring:" in err and "sampling:" in err and "test NLL:" in err
+    assert "sampling:" not in out
+    assert main(["sample", f"run={trained}", "n=8", "solver.steps=3", f"out={tmp_path}"]) == 0
+    assert "sampling:" in capsys.readouterr().err
+    assert main(["likelihood", f"run={trained}", "data.n=2", "rtol=1e-2", "atol=1e-2",
+                 f"out={tmp_path}"]) == 0
+    assert "test NLL:" in capsys.readouterr().err
+    assert main(["sample", f"run={trained}", "n=8", "solver.steps=3", f"out={tmp_path}",
+                 "progress=false"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_completion_script_completes_overrides(tmp_path):
     """The script of `score-sde train -sc install=bash`, called as bash calls it (COMP_LINE,
     COMP_POINT, COMP_WORDS split at bash's word breaks), completes commands, groups, options

@@ -46,7 +46,7 @@ def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys, extra):
     assert load_checkpoint(b / "checkpoints" / "ckpt_00000003.pt")["step"] == 3
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
-    assert main(["train", f"run={b}", *fast]) == 0  # the same command resumes
+    assert main(["train", f"run={b}"]) == 0  # run= alone resumes from b/config.yaml
     assert "resuming" in capsys.readouterr().out
     sa, sb = _final(a), _final(b)
     for key in ("model",):
@@ -59,14 +59,21 @@ def test_sigint_then_resume_matches_uninterrupted_run(tmp_path, capsys, extra):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    """run=R alone is R's config; new overrides may raise the steps, but those that change the
+    model are refused, all of them named, and leave R as it was."""
     run = tmp_path / "run"
     over = [o for o in FAST if not o.startswith("train.steps")]
-    assert main(["train", f"run={run}", *over, "train.steps=2"]) == 0
-    assert main(["train", f"run={run}", *over, "train.steps=4", "sde=ve"]) == 2
+    assert main(["train", f"run={run}", *over, "train.steps=2", "+conditional=true"]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert main(["train", f"run={run}", "train.steps=4", "sde=ve", "conditional=false",
+                 "model.net.hidden=8"]) == 2
     err = capsys.readouterr().err
-    assert "cannot resume" in err and "with sde=ve:" in err
-    assert main(["train", f"run={run}", *over, "train.steps=4"]) == 0  # more steps: fine
-    assert load_checkpoint(run / "checkpoints" / "ckpt_00000004.pt")["step"] == 4
+    assert "cannot resume" in err and "with sde=ve, conditional=false, model.net.hidden=8:" in err
+    assert (run / "config.yaml").read_text() == saved
+    assert main(["train", f"run={run}", "train.steps=4", "+conditional=true"]) == 0  # same value
+    state = load_checkpoint(run / "checkpoints" / "ckpt_00000004.pt")
+    assert state["step"] == 4 and state["config"]["conditional"] is True
+    assert state["config"]["data"]["n_train"] == 256  # the saved settings, not the defaults
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
