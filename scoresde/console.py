@@ -18,6 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 log = logging.getLogger("score_sde")
+# tqdm's default, with whole counts: a solve moves its bar by fractions of its batch
+_FORMAT = "{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 class _TqdmStdout(logging.Handler):
@@ -62,4 +64,4 @@ def bars_shown(setting: bool) -> bool:
 def bar(total: float | None, desc: str, unit: str, *, show: bool, initial: float = 0) -> tqdm:
     """A progress bar on stderr (disabled unless `show`); update it with `.update(k)`."""
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not show,
-                file=sys.stderr, dynamic_ncols=True, leave=False)
+                file=sys.stderr, dynamic_ncols=True, leave=False, bar_format=_FORMAT)
