@@ -62,10 +62,16 @@ def _one_line(err: BaseException) -> str:
     return "; ".join(line.rstrip(".") for line in lines)
 
 
+def _error(message: str) -> int:
+    """Print a user error in one line; returns the exit status, 2."""
+    one = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"score-sde: error: {one}", file=sys.stderr)
+    return 2
+
+
 def _fail(message: str) -> None:
-    """Print a user error in one line and exit with status 2."""
-    print(f"score-sde: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    """Print a user error in one line and exit with status 2 (inside hydra's task)."""
+    raise SystemExit(_error(message))
 
 
 def _top_help() -> str:
@@ -144,6 +150,11 @@ def _compose(command: str, overrides: list[str]) -> Any:
         raise
 
 
+def _is_hydra(override: str) -> bool:
+    """An override of hydra's own settings (hydra.run.dir=..., hydra/launcher=slurm)."""
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
 def _train_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], list[str]]:
     """Check every job of `score-sde train` before any runs; returns (jobs' configs printed by
     --cfg, the hydra overrides naming the run or sweep folder)."""
@@ -159,7 +170,7 @@ def _train_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], l
         raise UsageError(_one_line(err)) from err
     shown, cfgs = [], []
     for job in job_lists:
-        cfg = _compose("train", [o for o in job if not o.startswith("hydra.")])
+        cfg = _compose("train", [o for o in job if not _is_hydra(o)])
         validate_train(cfg)
         cfgs.append(cfg)
         shown.append(OmegaConf.to_yaml(cfg))
@@ -168,12 +179,12 @@ def _train_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], l
     if multirun:
         if "hydra.sweep.dir" not in given:
             extra.append(f"hydra.sweep.dir={sweep.sweep_dir(overrides)}")
-        if "hydra.sweep.subdir" not in given:  # a job's folder: its swept values (sde=vp)
-            fixed = ",".join(k for k in sweep.fixed_keys(overrides) if not k.startswith("hydra."))
+        if "hydra.sweep.subdir" not in given:  # a job's folder: its swept values (sde-vp)
+            fixed = ",".join(k for k in sweep.fixed_keys(overrides) if not _is_hydra(k))
             extra.append(f"hydra.job.config.override_dirname.exclude_keys=[{fixed}]")
             if not sweep.swept_keys(overrides):
                 extra.append("hydra.sweep.subdir=${hydra.job.num}")
-    elif not multirun and "hydra.run.dir" not in given:
+    elif "hydra.run.dir" not in given:
         run = cfgs[0].run
         if run and (Path(run).expanduser() / CONFIG_FILE).is_file():  # a resume: keep .hydra/
             extra += [f"hydra.run.dir={run}", "hydra.output_subdir=null"]
@@ -303,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(overrides, passed, multirun, show)
         return _run_eval(command, overrides, show)
     except ValueError as err:  # UsageError, CheckpointError and the commands' setting errors
-        print(f"score-sde: error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BrokenPipeError:  # `score-sde train --help | head`: the reader left (Python's docs)

@@ -22,6 +22,7 @@ from score_sde.config import CONFIG_FILE
 RESUMABLE = ("train.steps", "train.log_every", "eval.", "checkpoint.", "logger.", "run", "name",
              "device", "threads", "progress", "solver.")
 _ABSENT = object()
+_SHOWN = ", ".join(r + "*" if r.endswith(".") else r for r in RESUMABLE)
 
 
 def flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -46,8 +47,7 @@ def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
         raise ValueError(f"cannot resume {str(run_dir)!r}: the config differs from the saved one in "
-                         f"{shown}; resume with run= and only resumable overrides "
-                         f"({', '.join(RESUMABLE)})")
+                         f"{shown}; resume with run= and only resumable overrides ({_SHOWN})")
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def resume_config(composed: DictConfig, overrides: list[str],
     before = flat(_plain(cfg))
     refused = []
     parsed = [o for o in OverridesParser.create().parse_overrides(overrides)
-              if not o.key_or_group.startswith("hydra.") and o.key_or_group != "run"]
+              if not o.key_or_group.startswith(("hydra.", "hydra/")) and o.key_or_group != "run"]
     for o in parsed:
         key = o.key_or_group
         if OmegaConf.select(composed, key, default=_ABSENT) is not _ABSENT:
@@ -101,5 +101,5 @@ def resume_config(composed: DictConfig, overrides: list[str],
         raise ValueError(
             f"cannot resume {run} with {', '.join(refused)}: these change the model or its "
             f"training, which {Path(run) / CONFIG_FILE} fixes; drop them to continue the run "
-            f"(only {', '.join(RESUMABLE)} may change), or start a new run without run=")
+            f"(only {_SHOWN} may change), or start a new run without run=")
     return cfg

@@ -2,8 +2,9 @@
 
 - A run: `outputs/<data>-<sde>-<model>[-cond]/<time>` from the chosen groups
   (`outputs/checkerboard-vp-mlp/...`), or `outputs/<experiment>/<time>` when `experiment=` is given.
-- A sweep (`-m sde=vp,subvp,ve`): `outputs/sweep-<swept keys>/<time>/<key=value,...>`, one folder
-  per job named by its swept values (`sde=vp`); the other overrides are the same for every job.
+- A sweep (`-m sde=vp,subvp,ve`): `outputs/sweep-<swept keys>/<time>/<key-value_...>`, one folder
+  per job named by its swept values (`sde-vp`; no '=' or ',', so `run=<job folder>` needs no
+  quotes); the other overrides are the same for every job.
 - The table: each job's final metrics (loss, test NLL, entropy, bits/dim, NFE, time), read back
   from the jobs' metrics.jsonl, printed when the sweep ends.
 

@@ -93,7 +93,7 @@ def help_text(command: str) -> str:
               "prints a shell completion script."]
     if command == "train":
         lines += ["-m runs a sweep: `score-sde train -m sde=vp,subvp,ve` trains one run per value "
-                  "into outputs/sweep-sde/<time>/sde=<value> and prints a table of their results."]
+                  "into outputs/sweep-sde/<time>/sde-<value> and prints a table of their results."]
     return "\n".join(lines)
 
 

@@ -119,13 +119,13 @@ def test_readme_sweep_runs_and_prints_its_table(tmp_path, monkeypatch, capsys):
     table = out[out.index(f"sweep {root.resolve()}:"):].splitlines()[1:]
     assert table[0].split()[:4] == ["job", "steps", "loss", "test"]
     rows = {line.split()[0]: line.split() for line in table[1:4]}
-    assert set(rows) == {f"sde={k}" for k in targets}
+    assert set(rows) == {f"sde-{k}" for k in targets}
     for sde, target in targets.items():
-        job = root / f"sde={sde}"
+        job = root / f"sde-{sde}"
         assert (job / "checkpoints" / "ckpt_00000002.pt").is_file()
         assert f"_target_: score_sde.sde_lib.{target}" in (job / "config.yaml").read_text()
         final = read_metrics(job, "eval")[-1]
-        assert rows[f"sde={sde}"][1] == "2" and rows[f"sde={sde}"][3] == f"{final['test_nll']:.4f}"
+        assert rows[f"sde-{sde}"][1] == "2" and rows[f"sde-{sde}"][3] == f"{final['test_nll']:.4f}"
 
 
 def test_run_folders_are_named_by_what_varies(tmp_path, monkeypatch):

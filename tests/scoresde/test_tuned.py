@@ -52,6 +52,11 @@ def test_sample_on_a_tuned_grid(run, capsys):
     assert main(["sample", f"run={run}", "n=2", "solver=ddim", "solver.steps=6",
                  f"tune.load={meta['grid']}"]) == 2
     assert "only solver=dpm_solver_multistep takes" in capsys.readouterr().err
+    grid["sde"]["beta_max"] = 10.0
+    other = run.parent / "other.grid.json"
+    other.write_text(json.dumps(grid))
+    assert main(["sample", f"run={run}", "n=2", *solver, f"tune.load={other}"]) == 2
+    assert "was tuned for sde" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, message", [
