@@ -35,7 +35,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -61,11 +61,12 @@ from score_sde.checkpoint import latest_checkpoint, load_checkpoint, save_checkp
 from score_sde.conditional import drop_labels, evaluate_classes
 from score_sde.config import validate_train
 from score_sde.console import bar, bars_shown, log, log_file
+from score_sde.data import Dataset
 from score_sde.evaluate import evaluate
 from score_sde.judge import fit_judge
 from score_sde.metrics import MetricsLogger, read_metrics, truncate_metrics
 from score_sde.resume import check_resumable
-from score_sde.sde_lib import dsm_loss, sample_time
+from score_sde.sde_lib import SDE, dsm_loss, sample_time
 
 LOG_FILE = "train.log"
 
@@ -266,8 +267,9 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     judge = fit_judge(data) if num_classes is not None and ev.judge and ctx.is_main else None
 
     run_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before this line
-    with log_file(run_dir / LOG_FILE) if ctx.is_main else nullcontext():
+    with ExitStack() as stack:
         if ctx.is_main:
+            stack.enter_context(log_file(run_dir / LOG_FILE))
             OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
             if last is not None:
                 truncate_metrics(run_dir, step)
@@ -280,20 +282,38 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
                                project=cfg.logger.project, entity=cfg.logger.entity,
                                name=cfg.get("name"), config=cfg_dict) if ctx.is_main \
             else _NoLogger()
-        try:
-            return _loop(cfg, ctx, run_dir, data, sde, model, solver, opt, ema, gens, step, last,
-                         num_classes, judge, logger, cfg_dict, mine, device, callback)
-        finally:
-            logger.close()
+        stack.callback(logger.close)
+        return _loop(cfg, ctx, run_dir, _Parts(data, sde, model, solver, opt, ema, gens,
+                                               num_classes, judge, cfg_dict, mine, device),
+                     step, last, logger, callback)
 
 
-def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, data: Any, sde: Any,
-          model: models.ScoreModel, solver: Callable[..., Any], opt: torch.optim.Optimizer,
-          ema: models.EMA, gens: dict[str, torch.Generator], step: int, saved: Path | None,
-          num_classes: int | None, judge: Any, logger: Any, cfg_dict: dict[str, Any],
-          mine: slice, device: torch.device, callback: Callable[[int, torch.Tensor], None] | None
+@dataclass
+class _Parts:
+    """What `train` built for `_loop`."""
+
+    data: Dataset
+    sde: SDE
+    model: models.ScoreModel
+    solver: Callable[..., Any]
+    opt: torch.optim.Optimizer
+    ema: models.EMA
+    gens: dict[str, torch.Generator]
+    num_classes: int | None
+    judge: Any
+    cfg_dict: dict[str, Any]
+    mine: slice
+    device: torch.device
+
+
+def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Parts, step: int,
+          saved: Path | None, logger: Any, callback: Callable[[int, torch.Tensor], None] | None
           ) -> TrainResult:
     """The training steps from `step`, the periodic and final evaluations (see `train`)."""
+    data, sde, model, solver, opt, ema, gens = (parts.data, parts.sde, parts.model, parts.solver,
+                                                parts.opt, parts.ema, parts.gens)
+    num_classes, judge, cfg_dict, mine, device = (parts.num_classes, parts.judge, parts.cfg_dict,
+                                                  parts.mine, parts.device)
     t, ev = cfg.train, cfg.eval
     ckpt_dir, pic_dir = run_dir / CHECKPOINT_DIR, run_dir / "pictures"
     show = bars_shown(cfg.progress) and ctx.is_main
@@ -416,6 +436,7 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, data: Any, s
     train_seconds = time.perf_counter() - started
     metrics, pics = run_eval("final")
     if ev.gmm_baseline and data.quantized:
+        log.info("fitting the baseline: sklearn's GaussianMixture on the same dequantized data")
         base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
         metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
                        gmm_components=base.n_components)
