@@ -258,13 +258,14 @@ def _run_train(overrides: list[str], passed: list[str], multirun: bool, show: st
     finally:
         sys.argv = saved
     if multirun and not info:
-        from score_sde import distributed, sweep
+        from score_sde import distributed
         from score_sde.console import log
+        from score_sde.report import sweep_table
 
         root = Path(next(o for o in [*overrides, *extra] if o.startswith("hydra.sweep.dir="))
                     .split("=", 1)[1])
         if distributed.context().is_main and root.is_dir():
-            log.info(f"\nsweep {root.resolve()}:\n" + "\n".join(sweep.table(root)))
+            log.info(f"\nsweep {root.resolve()}:\n" + "\n".join(sweep_table(root)))
     return code
 
 

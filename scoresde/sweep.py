@@ -1,12 +1,10 @@
-"""Run folders named by what varies, the jobs of a sweep, and the table that ends a sweep.
+"""Run folders named by what varies, and the jobs of a sweep.
 
 - A run: `outputs/<data>-<sde>-<model>[-cond]/<time>` from the chosen groups
   (`outputs/checkerboard-vp-mlp/...`), or `outputs/<experiment>/<time>` when `experiment=` is given.
 - A sweep (`-m sde=vp,subvp,ve`): `outputs/sweep-<swept keys>/<time>/<key-value_...>`, one folder
   per job named by its swept values (`sde-vp`; no '=' or ',', so `run=<job folder>` needs no
   quotes); the other overrides are the same for every job.
-- The table: each job's final metrics (loss, test NLL, entropy, bits/dim, NFE, time), read back
-  from the jobs' metrics.jsonl, printed when the sweep ends.
 
 None of this imports torch.
 """
@@ -14,14 +12,10 @@ None of this imports torch.
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from score_sde.config import start_time
-from score_sde.metrics import read_metrics
 
 TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
 
@@ -79,43 +73,3 @@ def run_dir(name: str) -> Path:
 def sweep_dir(overrides: list[str]) -> Path:
     """outputs/sweep-<swept keys>/<start time>."""
     return Path("outputs") / ("sweep-" + "-".join(swept_keys(overrides))) / start_time(TIME_FORMAT)
-
-
-def _job_folders(root: Path) -> list[Path]:
-    """The job folders of a sweep folder, in the order hydra ran them."""
-    found = []
-    for cfg in root.glob("*/.hydra/hydra.yaml"):
-        found.append((int(OmegaConf.load(cfg).hydra.job.num), cfg.parent.parent))
-    return [folder for _, folder in sorted(found)]
-
-
-def _fmt(v: Any, spec: str = ".4f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, spec)
-
-
-def table(root: Path) -> list[str]:
-    """The rows of the table of a sweep folder's jobs: one per job, with its final metrics."""
-    rows = []
-    for folder in _job_folders(root):
-        train = read_metrics(folder, "train")
-        final = (read_metrics(folder, "eval") or [{}])[-1]
-        done = read_metrics(folder, "summary")
-        if not done:
-            rows.append([folder.name, "did not finish: see its train.log"])
-            continue
-        nll = (f"{final['test_nll']:.4f} +- {final['test_nll_stderr']:.4f}"
-               if "test_nll" in final else "-")
-        gap = final["test_nll"] - final["entropy"] if "test_nll" in final and "entropy" in final \
-            else None
-        rows.append([folder.name, str(done[-1]["step"]), _fmt(train[-1]["loss"] if train else None),
-                     nll, _fmt(final.get("entropy")), _fmt(gap, "+.4f"),
-                     _fmt(final.get("test_bpd")), _fmt(final.get("sample_nfe"), ".0f"),
-                     _fmt(final.get("nll_nfe"), ".0f"), _fmt(done[-1]["train_seconds"], ".0f")])
-    head = ["job", "steps", "loss", "test NLL (nats)", "entropy", "NLL-entropy", "bits/dim",
-            "sample NFE", "NLL NFE", "train s"]
-    full = [r for r in rows if len(r) == len(head)]
-    widths = [max(len(r[i]) for r in [head, *full]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *full]]
-    return lines + [f"{r[0]}  {r[1]}" for r in rows if len(r) != len(head)]

@@ -65,6 +65,7 @@ from score_sde.data import Dataset
 from score_sde.evaluate import evaluate
 from score_sde.judge import fit_judge
 from score_sde.metrics import MetricsLogger, read_metrics, truncate_metrics
+from score_sde.report import summary_lines
 from score_sde.resume import check_resumable
 from score_sde.sde_lib import SDE, dsm_loss, sample_time
 
@@ -175,37 +176,6 @@ def _set_rng_states(states: dict[str, torch.Tensor], gens: dict[str, torch.Gener
         g.set_state(states[k])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
-
-
-def summary_lines(res: TrainResult) -> list[str]:
-    """What `score-sde train` prints at the end: the run, the test NLL and its references."""
-    m = res.metrics
-    lines = [f"run folder: {res.run_dir}", f"checkpoint: {res.checkpoint}",
-             f"time: {m['train_seconds']:.0f} s training, {m['eval_seconds']:.0f} s sampling, "
-             "NLL and pictures"]
-    if "test_nll" in m:
-        line = (f"test NLL: {m['test_nll']:.4f} +- {m['test_nll_stderr']:.4f} nats "
-                f"({m['nll_points']} points, {m['nll_nfe']:.0f} NFE per point)")
-        if "test_bpd" in m:
-            line += f"; {m['test_bpd']:.4f} +- {m['test_bpd_stderr']:.4f} bits/dim"
-        lines.append(line)
-    if "gmm_bpd" in m:
-        lines.append(f"baseline, sklearn GaussianMixture({m['gmm_components']}, full covariance) "
-                     f"on the same dequantized data: {m['gmm_bpd']:.4f} +- "
-                     f"{m['gmm_bpd_stderr']:.4f} bits/dim")
-    if "judge_test_accuracy" in m:
-        accs = ", ".join(f"{k.removeprefix('class_accuracy_w')}: {v:.3f}" for k, v in m.items()
-                         if k.startswith("class_accuracy_w"))
-        lines.append(f"class-conditional samples judged to be of the asked-for class "
-                     f"({m['per_class']} per class), by guidance scale: {accs} (chance "
-                     f"{m['chance']:.3f}; the judge's test accuracy {m['judge_test_accuracy']:.3f})")
-    if "entropy" in m:
-        gap = m["test_nll"] - m["entropy"] if "test_nll" in m else float("nan")
-        lines.append(f"true entropy: {m['entropy']:.4f} +- {m['entropy_stderr']:.4f} nats "
-                     f"(NLL - entropy = {gap:+.4f})")
-    if "true_nll_same_points" in m:
-        lines.append(f"true NLL of the same test points: {m['true_nll_same_points']:.4f} nats")
-    return lines + ["pictures:"] + [f"  {p}" for p in res.pictures]
 
 
 def train(cfg: DictConfig, run_dir: str | Path, *,
