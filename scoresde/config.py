@@ -198,8 +198,8 @@ class LikelihoodConfig(NLLSettings):
     progress: bool = True
 
 
-COMMANDS: dict[str, type] = {"train": TrainConfig, "sample": SampleConfig,
-                             "likelihood": LikelihoodConfig}
+SCHEMAS: dict[str, type] = {"train": TrainConfig, "sample": SampleConfig,
+                            "likelihood": LikelihoodConfig}
 START_TIME_ENV = "SCORESDE_START_TIME"
 CONFIG_FILE = "config.yaml"  # the resolved config `score-sde train` saves in the run folder
 
@@ -207,7 +207,7 @@ CONFIG_FILE = "config.yaml"  # the resolved config `score-sde train` saves in th
 def register_configs() -> None:
     """Put the schemas in hydra's ConfigStore (idempotent); the primary YAMLs list them first."""
     cs = ConfigStore.instance()
-    for name, schema in COMMANDS.items():
+    for name, schema in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=schema)
 
 
@@ -265,7 +265,7 @@ def check_complete(cfg: DictConfig) -> None:
             that nothing reads.
     """
     schema = OmegaConf.get_type(cfg)
-    command = next((k for k, v in COMMANDS.items() if v is schema), "")
+    command = next((k for k, v in SCHEMAS.items() if v is schema), "")
     for key in sorted(OmegaConf.missing_keys(cfg)):
         where = key.split(".")[0]
         target = OmegaConf.select(cfg, f"{where}._target_", default=None)
