@@ -19,6 +19,7 @@ in order, prints and writes them. The results do not depend on the number of ran
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from pathlib import Path
@@ -66,8 +67,13 @@ def output_folder(out: str | None, default: Path, run: str) -> Path:
     return folder
 
 
-def _stamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
+def _new_base(out: Path, name: str) -> str:
+    """<name>_<time>, with _2, _3, ... when out holds files of that name (two runs a second)."""
+    base = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    k = 1
+    while any(out.glob(glob.escape(base if k == 1 else f"{base}_{k}") + ".*")):
+        k += 1
+    return base if k == 1 else f"{base}_{k}"
 
 
 def sample(cfg: DictConfig) -> Path | None:
@@ -128,11 +134,11 @@ def sample(cfg: DictConfig) -> Path | None:
     seconds = time.perf_counter() - start
     if samples is None:
         return None
-    stem = out / f"{name}_{_stamp()}"
     out.mkdir(parents=True, exist_ok=True)
+    base = _new_base(out, name)  # files by name: a guidance scale such as w1.5 is no suffix
     grid_file = cfg.tune.load
     if cfg.tune.pilot:
-        grid_file = str(save_grid(grid, stem.with_suffix(".grid.json")))
+        grid_file = str(save_grid(grid, out / f"{base}.grid.json"))
     settings = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items()
                 if not k.startswith("_")}
     inpaint = OmegaConf.to_container(cfg.inpaint) if inpainting is not None else None
@@ -144,8 +150,8 @@ def sample(cfg: DictConfig) -> Path | None:
             "guidance_scale": cfg.guidance.scale if cfg.label is not None else None,
             "inpaint": inpaint, "grid": grid_file, "seconds": seconds,
             "world_size": ctx.world_size, "score_sde": __version__}
-    path = save_samples(samples.x, meta, stem.with_suffix(".pt"))
-    pic = ev.sample_picture(samples.x, data, stem.with_suffix(".png"),
+    path = save_samples(samples.x, meta, out / f"{base}.pt")
+    pic = ev.sample_picture(samples.x, data, out / f"{base}.png",
                             title=f"{name}, {samples.nfe_per_sample:g} NFE per sample, "
                                   f"step {run.step}")
     ranks = f" on {ctx.world_size} ranks" if ctx.distributed else ""

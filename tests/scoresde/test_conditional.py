@@ -222,6 +222,11 @@ def test_sample_cli_with_label(cond_run, capsys):
                  "solver.steps=3"]) == 0
     assert "euler_maruyama_label3_w2" in capsys.readouterr().out
     assert len(list((cond_run / "samples").glob("euler_maruyama_label3_w2_*.png"))) >= 1
+    # a scale with a dot is part of the name, not a suffix: every file keeps it
+    assert main(["sample", f"run={cond_run}", "label=3", "guidance.scale=1.5", "n=2",
+                 "solver.steps=2"]) == 0
+    for ext in ("pt", "json", "png"):
+        assert len(list((cond_run / "samples").glob(f"euler_maruyama_label3_w1.5_*.{ext}"))) == 1
 
 
 def test_label_out_of_range(cond_run, capsys):
