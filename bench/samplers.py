@@ -20,8 +20,7 @@ the model's evaluation times searched too ("shifted t", `shift=True`); the grid 
 evaluation draws, which it never saw; the tuning's seconds are printed per problem.
 The summary table gives, per NFE, the best ode_err of ours and of diffusers and their ratio, and
 the same for our fixed grids alone (no pilot).
-Part 2, per-step overhead: microseconds per step with a trivial score (-x), batch 1000 x 2,
-float32, 1000 steps, best of 3, for our loops, torchsde.sdeint and diffusers' step.
+The per-step overhead of the loops is measured by bench/overhead.py.
 """
 
 from __future__ import annotations
@@ -103,13 +102,13 @@ OURS_ODE = {  # name: sampler(sde, score, x_T, nfe) -> SampleResult or None (NFE
         s, f, x, order=3, steps=max(k // 3, 1)),
     "heun (Karras grid)": lambda s, f, x, k: solvers.heun(s, f, x, steps=k // 2),
     "unipc 2 (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_multistep(
-        s, f, x, order=2, steps=k, corrector=True),
+        s, f, x, order=2, steps=k, corrector="unipc"),
     "unipc 3 (log-SNR grid)": lambda s, f, x, k: solvers.dpm_solver_multistep(
-        s, f, x, order=3, steps=k, corrector=True),
+        s, f, x, order=3, steps=k, corrector="unipc"),
     "unipc 3 (uniform t)": lambda s, f, x, k: solvers.dpm_solver_multistep(
-        s, f, x, order=3, steps=k, corrector=True, grid="uniform"),
+        s, f, x, order=3, steps=k, corrector="unipc", grid="uniform"),
     "unipc 3 (log-SNR window)": lambda s, f, x, k: solvers.dpm_solver_multistep(
-        s, f, x, order=3, steps=k, corrector=True, grid="log_snr_window"),
+        s, f, x, order=3, steps=k, corrector="unipc", grid="log_snr_window"),
     "dpm++ 3M (log-SNR window)": lambda s, f, x, k: solvers.dpm_solver_multistep(
         s, f, x, order=3, steps=k, grid="log_snr_window"),
 }
@@ -175,7 +174,7 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
         row(name, results_of(run))
     for name, run in OURS_ODE.items():
         row(name, results_of(lambda k, run=run: run(sde, score, x_T, k)), "fixed")
-    unipc3 = functools.partial(solvers.dpm_solver_multistep, order=3, corrector=True)
+    unipc3 = functools.partial(solvers.dpm_solver_multistep, order=3, corrector="unipc")
     start = time.perf_counter()
     for name, evals, shift in (("unipc 3 (pilot grid)", {}, False),
                                ("unipc 3 (pilot grid + search)", SEARCH_EVALS, False),
@@ -192,62 +191,6 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
     rows.append(("exact draws (noise floor: mean +- sd of 10)",
                  [f"— / {floor.mean():.3f} +- {floor.std():.3f}"] * len(nfes)))
     return rows, best, tuning_s
-
-
-def overhead_table(steps=1000, repeats=3):
-    sde = VPSDE()
-    x_T = torch.randn(1000, 2)
-
-    def score(x, t):
-        return -x
-
-    def best(fn):
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times) / steps * 1e6
-
-    def diffusers_loop(cls, **cfg):
-        sched = cls(num_train_timesteps=N_TRAIN, **cfg)
-        sched.set_timesteps(steps)
-        x = x_T
-        for k in sched.timesteps.tolist():
-            x = sched.step(-x, k, x).prev_sample
-
-    class Forward(torch.nn.Module):  # the forward VP SDE, straight to torchsde
-        noise_type, sde_type = "diagonal", "ito"
-
-        def f(self, t, y):
-            return -y
-
-        def g(self, t, y):
-            return torch.ones_like(y)
-
-    def torchsde_plain():
-        bm = torchsde.BrownianInterval(-1.0, -T_EPS, (1000, 2))
-        solvers.torchsde_reverse(sde, score, x_T, steps=steps, bm=bm)
-
-    return [
-        ("solvers.euler_maruyama", best(lambda: solvers.euler_maruyama(sde, score, x_T,
-                                                                       steps=steps))),
-        ("solvers.ddim (eta=0)", best(lambda: solvers.ddim(sde, score, x_T, steps=steps))),
-        ("solvers.ddpm_ancestral", best(lambda: solvers.ddpm_ancestral(sde, score, x_T,
-                                                                       steps=steps))),
-        ("solvers.predictor_corrector (per NFE)", best(lambda: solvers.predictor_corrector(
-            sde, score, x_T, steps=steps // 2)) / 2),
-        ("solvers.probability_flow euler (torchdiffeq)", best(lambda: solvers.probability_flow(
-            sde, score, x_T, method="euler", steps=steps))),
-        ("solvers.torchsde_reverse euler, seeded path", best(lambda: solvers.torchsde_reverse(
-            sde, score, x_T, steps=steps, entropy=0))),
-        ("solvers.torchsde_reverse euler, plain BrownianInterval", best(torchsde_plain)),
-        ("torchsde.sdeint euler, bare forward SDE", best(lambda: torchsde.sdeint(
-            Forward(), x_T, torch.tensor([0.0, 1.0]), dt=1 / steps * (1 + 1e-9)))),
-        ("diffusers DDIMScheduler.step", best(lambda: diffusers_loop(diffusers.DDIMScheduler))),
-        ("diffusers DPMSolverMultistepScheduler.step (2M)", best(lambda: diffusers_loop(
-            diffusers.DPMSolverMultistepScheduler))),
-    ]
 
 
 def main():
@@ -287,10 +230,6 @@ def main():
             print(f"| {title} | " + " | ".join(f"{o:.1e} / {d:.1e} ({o / d:.2f})" for o, d in
                                                zip(best[kind], best["diffusers"])) + " |")
         print()
-    print("## per-step overhead, trivial score, batch 1000 x 2 float32, 1000 steps")
-    print("| loop | us / step |\n|---|---|")
-    for loop, us in overhead_table():
-        print(f"| {loop} | {us:.0f} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     score-sde train run=runs/ring logger=none          # the default ring-vp run, about 2 minutes
     OMP_NUM_THREADS=1 python bench/tuning.py --run runs/ring [--n 2000] [--pilot 1000]
 
-UniPC-3 (`dpm_solver_multistep(order=3, corrector=True)`) with the run's EMA network in float32,
+UniPC-3 (`dpm_solver_multistep(order=3, corrector="unipc")`) with the run's EMA network in float32,
 from n prior draws to t_eps = 1e-3 at NFE 5 / 10 / 20. ode_err = RMS over samples of
 ||x - x_ref|| / sqrt(d), x_ref the PF-ODE solution by dopri5 at rtol = atol = 1e-6 from the same
 x_T. The tuned grids come from a pilot of other prior draws (another seed), with the same reference
@@ -42,7 +42,7 @@ def main():
     x_T = sde.prior_sample((args.n, *shape), generator=torch.Generator().manual_seed(0))
     pilot = sde.prior_sample((args.pilot, *shape), generator=torch.Generator().manual_seed(1))
     ref = solvers.probability_flow(sde, score, x_T, rtol=1e-6, atol=1e-6, t_eps=1e-3).x
-    unipc3 = functools.partial(solvers.dpm_solver_multistep, order=3, corrector=True)
+    unipc3 = functools.partial(solvers.dpm_solver_multistep, order=3, corrector="unipc")
 
     def err(x):
         return (x - ref).flatten(1).norm(dim=1).pow(2).mean().div(x[0].numel()).sqrt().item()

@@ -6,7 +6,7 @@ The network's time input and the meaning of each prediction are written down in
 """
 
 from score_sde.models import parameterization
-from score_sde.models.classifier import NoisyClassifier, NoisyConvClassifier, classifier_loss
+from score_sde.models.classifier import NoisyClassifier, NoisyConvClassifier
 from score_sde.models.diffusers_unet import DiffusersUNet
 from score_sde.models.ema import EMA
 from score_sde.models.embeddings import GaussianFourierFeatures, LabelEmbedding, SinusoidalFeatures
@@ -20,5 +20,5 @@ __all__ = [
     "MLP", "UNet", "DiffusersUNet", "ScoreModel", "Prediction", "EMA", "PREDICTIONS", "parameterization",
     "from_diffusers", "PretrainedUNet",
     "GaussianFourierFeatures", "SinusoidalFeatures", "LabelEmbedding",
-    "NoisyClassifier", "NoisyConvClassifier", "classifier_loss",
+    "NoisyClassifier", "NoisyConvClassifier",
 ]

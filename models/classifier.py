@@ -1,21 +1,20 @@
-"""A noise-conditional classifier p_t(y | x_t) for classifier guidance, and its training loss.
+"""Noise-conditional classifiers p_t(y | x_t) for classifier guidance.
 
 The classifier sees the same noisy data as the score network: x_t = alpha(t) x_0 + sigma(t) z with
-t ~ U(t_eps, T), and learns p_t(y | x_t) by cross-entropy. `NoisyClassifier` is a residual MLP for
-vector data, `NoisyConvClassifier` a small conv net for images. Its logits serve directly as the
-`log_prob_y_fn(x, t)` of `solvers.guidance.classifier_guidance`.
+t ~ U(t_eps, T), and learns p_t(y | x_t) by cross-entropy (`sde_lib.classifier_loss`).
+`NoisyClassifier` is a residual MLP for vector data, `NoisyConvClassifier` a small conv net for
+images. Its logits serve directly as the `log_prob_y_fn(x, t)` of
+`solvers.guidance.classifier_guidance`.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from score_sde.models.embeddings import batch_time, time_features
 from score_sde.models.mlp import ResidualMLPBlock
-from score_sde.models.unet import ResBlock, _norm
-from score_sde.sde_lib import SDE, append_dims, sample_time
+from score_sde.models.unet import ResBlock, group_norm
 
 
 class NoisyClassifier(nn.Module):
@@ -100,7 +99,7 @@ class NoisyConvClassifier(nn.Module):
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(width, width, width, 0.0, groups)
                                     for _ in range(depth))
-        self.norm = _norm(width, groups)
+        self.norm = group_norm(width, groups)
         self.out = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor, t: float | Tensor) -> Tensor:
@@ -122,42 +121,3 @@ class NoisyConvClassifier(nn.Module):
         for block in self.blocks:
             h = F.avg_pool2d(block(h, emb), 2)
         return self.out(F.silu(self.norm(h)).mean(dim=(2, 3)))
-
-
-def classifier_loss(classifier: nn.Module, sde: SDE, x0: Tensor, y: Tensor, *,
-                    t_eps: float = 1e-5, generator: torch.Generator | None = None) -> Tensor:
-    """Cross-entropy of a noise-conditional classifier on noised data:
-
-        E_{t ~ U(t_eps, T)} E_{z} [-log c_y(alpha(t) x0 + sigma(t) z, t)].
-
-    Args:
-        classifier: classifier(x_t (B, *D), t (B,)) -> (B, K) logits.
-        sde: the forward SDE whose marginal noises x0.
-        x0: (B, *D) clean data.
-        y: (B,) integer labels in [0, K).
-        t_eps: the smallest training time.
-        generator: source of t and z.
-
-    Returns:
-        The scalar mean loss (differentiable in the classifier's parameters).
-
-    Raises:
-        ValueError: y not a (B,) integer tensor, labels outside [0, K), or logits not (B, K).
-    """
-    if not isinstance(y, Tensor) or y.is_floating_point() or y.shape != (x0.shape[0],):
-        raise ValueError(f"y must be an integer tensor of shape (B,) = ({x0.shape[0]},), got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} of shape "
-                         f"{tuple(getattr(y, 'shape', ()))}")
-    t = sample_time(sde, x0.shape[0], t_eps=t_eps, generator=generator, dtype=x0.dtype,
-                    device=x0.device)
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=generator.device
-                    if generator is not None else x0.device).to(x0.device)
-    x_t = append_dims(sde.alpha(t), x0.ndim) * x0 + append_dims(sde.sigma(t), x0.ndim) * z
-    logits = classifier(x_t, t)
-    if logits.ndim != 2 or logits.shape[0] != x0.shape[0]:
-        raise ValueError(f"classifier must return (B, K) logits with B = {x0.shape[0]}, got "
-                         f"{tuple(logits.shape)}")
-    if bool((y < 0).any()) or bool((y >= logits.shape[1]).any()):
-        raise ValueError(f"y must lie in [0, K) = [0, {logits.shape[1]}), got values in "
-                         f"[{y.min().item()}, {y.max().item()}]")
-    return F.cross_entropy(logits, y.long())

@@ -15,7 +15,7 @@ posterior mean given x_t (Tweedie), and each determines the others through alpha
     "eps"    the network estimates E[eps | x_t]              (DDPM)
              score = -eps / sigma,  x0 = (x_t - sigma eps) / alpha
     "score"  the network estimates grad log p_t(x_t)         (NCSN / score_sde)
-             eps = -sigma score,  x0 = (x_t + sigma^2 score) / alpha
+             eps = -sigma score,  x0 = (x_t + sigma^2 score) / alpha  (Tweedie, sde_lib.x0_from_score)
     "x0"     the network estimates E[x0 | x_t]
              eps = (x_t - alpha x0) / sigma,  score = (alpha x0 - x_t) / sigma^2
     "v"      the network estimates v = alpha eps - sigma x0  (Salimans & Ho 2022)
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from score_sde.sde_lib import append_dims
+from score_sde.sde_lib import append_dims, x0_from_score
 
 PREDICTIONS = ("eps", "score", "x0", "v")
 
@@ -70,7 +70,7 @@ def eps_and_x0(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
     if prediction == "eps":
         return output, (x_t - s * output) / a
     if prediction == "score":
-        return -s * output, (x_t + s**2 * output) / a
+        return -s * output, x0_from_score(x_t, output, a, s)
     if prediction == "x0":
         return (x_t - a * output) / s, output
     r2 = a**2 + s**2
@@ -108,34 +108,6 @@ def convert(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor, *, so
             return (a * output - x_t) / s**2
         return -eps / s
     return a * eps - s * x0
-
-
-def to_score(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
-             prediction: str) -> Tensor:
-    """grad log p_t(x_t) from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
-                   target="score")
-
-
-def to_x0(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
-          prediction: str) -> Tensor:
-    """The denoised estimate E[x0 | x_t] from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
-                   target="x0")
-
-
-def to_eps(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
-           prediction: str) -> Tensor:
-    """The noise estimate E[eps | x_t] from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
-                   target="eps")
-
-
-def to_v(output: Tensor, x_t: Tensor, alpha_t: Tensor, sigma_t: Tensor,
-         prediction: str) -> Tensor:
-    """The velocity alpha_t eps - sigma_t x0 from a network output of kind `prediction`. (B, *D)."""
-    return convert(output, x_t, alpha_t, sigma_t, source=check_prediction(prediction),
-                   target="v")
 
 
 def _check_shapes(output: Tensor, x_t: Tensor) -> None:

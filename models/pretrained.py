@@ -139,7 +139,7 @@ def _sde_of(diffusers, config: dict) -> tuple[SDE, str, Callable[[Tensor], Tenso
     if name == "ScoreSdeVeScheduler":
         sde = VESDE(sigma_min=float(config.get("sigma_min", 0.01)),
                     sigma_max=float(config.get("sigma_max", 1348.0)))
-        return sde, "score", sde.sigma
+        return sde, "score", partial(sde.sigma, check=False)  # t checked by the caller
     cls = getattr(diffusers, str(name), None)
     if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.SchedulerMixin):
         raise ValueError(f"the scheduler config's _class_name must name a diffusers scheduler, got {name!r}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from score_sde.models.parameterization import check_prediction, convert, eps_and_x0
-from score_sde.sde_lib import SDE, time_for
+from score_sde.sde_lib import SDE, batch_times
 
 
 @dataclass
@@ -35,6 +35,9 @@ class ScoreModel(nn.Module):
     eps through alpha(t), sigma(t). Calling the model returns the score, so a ScoreModel is a
     `score_fn(x, t)` for the samplers and for `sde_lib.dsm_loss`.
 
+    The shapes of x, t and the output are checked on every call; the values of t are not (that
+    would cost a host sync per call): the samplers and `dsm_loss` check their times at entry.
+
     Args:
         net: a module with forward(x (B, *D), t (B,), y=None) -> (B, *D).
         sde: the forward SDE whose alpha(t), sigma(t) define the parameterisation.
@@ -49,10 +52,6 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.prediction = check_prediction(prediction)
 
-    def raw(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
-        """The network's output at (x, t, y), of kind `prediction`. (B, *D)."""
-        return self._output(x, time_for(x, t, self.sde.T), y)
-
     def _output(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         out = self.net(x, t) if y is None else self.net(x, t, y)
         if out.shape != x.shape:
@@ -60,10 +59,14 @@ class ScoreModel(nn.Module):
                              f"{tuple(out.shape)}")
         return out
 
+    def _marginal_coefs(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """t as (B,), alpha(t), sigma(t): shapes checked, values not (no host sync)."""
+        t = batch_times(x, t, self.sde.T, check=False)
+        return t, self.sde.alpha(t, check=False), self.sde.sigma(t, check=False)
+
     def _convert(self, x: Tensor, t: float | Tensor, y: Tensor | None, target: str) -> Tensor:
-        t = time_for(x, t, self.sde.T)
-        out = self._output(x, t, y)
-        return convert(out, x, self.sde.alpha(t), self.sde.sigma(t), source=self.prediction,
+        t, alpha, sigma = self._marginal_coefs(x, t)
+        return convert(self._output(x, t, y), x, alpha, sigma, source=self.prediction,
                        target=target)
 
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
@@ -93,9 +96,8 @@ class ScoreModel(nn.Module):
 
     def predict(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Prediction:
         """Score, x0 and eps from one network evaluation (DDIM-style solvers need eps and x0)."""
-        t = time_for(x, t, self.sde.T)
+        t, alpha, sigma = self._marginal_coefs(x, t)
         out = self._output(x, t, y)
-        alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
         eps, x0 = eps_and_x0(out, x, alpha, sigma, self.prediction)
         score = convert(out, x, alpha, sigma, source=self.prediction, target="score")
         return Prediction(output=out, score=score, x0=x0, eps=eps)

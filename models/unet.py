@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from score_sde.models.embeddings import LabelEmbedding, batch_time, check_labels, time_features
-from score_sde.sde_lib import append_dims
 
 
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm over `channels` with gcd(groups, channels) groups (so any width works)."""
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
@@ -42,10 +42,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1 = _norm(c_in, groups)
+        self.norm1 = group_norm(c_in, groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2 = _norm(c_out, groups)
+        self.norm2 = group_norm(c_out, groups)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
@@ -55,7 +55,7 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x (B, c_in, H, W), emb (B, emb_dim) -> (B, c_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = append_dims(self.emb(F.silu(emb)), h.ndim).chunk(2, dim=1)
+        scale, shift = self.emb(F.silu(emb)).view(*emb.shape[:1], -1, 1, 1).chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
@@ -75,7 +75,7 @@ class AttentionBlock(nn.Module):
         if channels % num_heads:
             raise ValueError(f"attn_heads must divide the channels {channels}, got {num_heads}")
         self.num_heads = num_heads
-        self.norm = _norm(channels, groups)
+        self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
         nn.init.zeros_(self.proj.weight)
@@ -199,7 +199,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(c))
         assert not skips
-        self.out = nn.Sequential(_norm(c, norm_groups), nn.SiLU(),
+        self.out = nn.Sequential(group_norm(c, norm_groups), nn.SiLU(),
                                  nn.Conv2d(c, in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)

@@ -3,7 +3,7 @@ the per-class evaluation of a conditional run.
 
 A class-conditional network takes labels y in [0, K) and the null label K, its unconditional
 score. Training replaces a fraction of the labels by the null label (label dropout), so that one
-network learns both; sampling mixes them by classifier-free guidance (`solvers.cfg`),
+network learns both; sampling mixes them by classifier-free guidance (`solvers.classifier_free_guidance`),
 
     s_w(x, t) = s(x, t, null) + w (s(x, t, y) - s(x, t, null)),
 
@@ -22,9 +22,8 @@ from torch import Tensor
 from score_sde import models, plots, solvers
 from score_sde.data import Dataset
 from score_sde.judge import Judge
-from score_sde.sde_lib import SDE
+from score_sde.sde_lib import SDE, ScoreFn
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PICTURE_PER_CLASS = 10  # samples per class (one row each) in the pictures of image classes
 
 
@@ -53,7 +52,7 @@ def guided_score(model: models.ScoreModel, num_classes: int | None, label: int |
                          f"conditional=true), but {run} is unconditional; drop label=")
     if not 0 <= label < num_classes:
         raise ValueError(f"label must be a class in [0, {num_classes}) of {run}, got {label}")
-    return solvers.cfg(model, label, scale, null_label=num_classes)
+    return solvers.classifier_free_guidance(model, label, scale, null_label=num_classes)
 
 
 @torch.no_grad()
@@ -72,7 +71,8 @@ def class_samples(sde: SDE, model: models.ScoreModel, solver: Callable[..., Any]
     labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
     gen = torch.Generator(device).manual_seed(seed)
     x_T = sde.prior_sample((labels.shape[0], *shape), generator=gen, device=device)
-    res = solver(sde, solvers.cfg(model, labels, scale, null_label=num_classes), x_T,
+    res = solver(sde, solvers.classifier_free_guidance(model, labels, scale,
+                                                        null_label=num_classes), x_T,
                  generator=gen)
     return res.x.cpu(), labels.cpu(), int(res.nfe)
 

@@ -24,8 +24,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-WEIGHTINGS = ("sigma2", "likelihood", "none")
-PREDICTIONS = ("eps", "score", "x0", "v")
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -323,6 +322,9 @@ def validate_train(cfg: DictConfig) -> None:
     Raises:
         ValueError: naming the first bad setting, its value and what is expected.
     """
+    from score_sde.models.parameterization import PREDICTIONS  # torch: not on the --help path
+    from score_sde.sde_lib.loss import WEIGHTINGS
+
     check_complete(cfg)
     t, e, c = cfg.train, cfg.eval, cfg.checkpoint
     _check_device(cfg.device)

@@ -121,7 +121,7 @@ def inpainting_solver(solver: Callable[..., Any], inpainting: Inpainting
     settings.pop("denoise", None)
 
     def for_rows(rows: slice) -> Callable[..., Any]:
-        return partial(solvers.impute, func, known=inpainting.known[rows],
+        return partial(solvers.impute, sampler=func, known=inpainting.known[rows],
                        mask=inpainting.mask[rows], resample=inpainting.resample, **settings)
 
     return for_rows

@@ -68,6 +68,7 @@ from score_sde.metrics import MetricsLogger, read_metrics, truncate_metrics
 from score_sde.report import summary_lines
 from score_sde.resume import check_resumable
 from score_sde.sde_lib import SDE, dsm_loss, sample_time
+from score_sde.solvers import dequantize
 
 LOG_FILE = "train.log"
 
@@ -101,13 +102,6 @@ def learning_rate(step: int, *, lr: float, warmup: int, steps: int, cosine: bool
     if cosine:
         scale *= 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
     return lr * scale
-
-
-def dequantize(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Uniform dequantization of 8-bit levels k in [-1, 1]: x = (k + u) / 256 * 2 - 1, u ~ U[0, 1)."""
-    k = torch.round((x + 1) * 127.5)
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return (k + u) / 128.0 - 1.0
 
 
 class _NoLogger:
@@ -346,14 +340,14 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
                 y = drop_labels(train_y[idx.to(device)], num_classes, t.label_dropout, gens["data"])
                 score_fn = partial(net, y=y[mine])
             if data.quantized:
-                x0 = dequantize(x0, gens["noise"])
+                x0 = dequantize(x0, generator=gens["noise"], check=False)[0]
             times = sample_time(sde, t.batch_size, t_eps=t.t_eps, importance=t.importance_sampling,
                                 generator=gens["noise"], dtype=x0.dtype, device=device)
             noise = torch.randn(x0.shape, generator=gens["noise"], dtype=x0.dtype, device=device)
             with amp:
-                loss = dsm_loss(score_fn, sde, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
+                loss = dsm_loss(sde, score_fn, x0[mine], weighting=t.weighting, t_eps=t.t_eps,
                                 importance_sampling=t.importance_sampling, t=times[mine],
-                                noise=noise[mine])
+                                noise=noise[mine], check=False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip > 0:

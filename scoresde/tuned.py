@@ -18,12 +18,12 @@ from torch import Tensor
 
 from score_sde import solvers
 from score_sde.console import bar
-from score_sde.sde_lib import SDE
-from score_sde.solvers.result import ScoreFn
+from score_sde.sde_lib import SDE, ScoreFn
 
 # the solvers a grid can be tuned for, and their global order from the solver's config
 ORDERS: dict[str, Callable[[DictConfig], int]] = {
-    "score_sde.solvers.dpm_solver_multistep": lambda s: min(s.get("order", 2) + bool(s.get("corrector")), 3),
+    "score_sde.solvers.dpm_solver_multistep":
+        lambda s: min(s.get("order", 2) + (s.get("corrector") == "unipc"), 3),
     "score_sde.solvers.dpm_solver_singlestep": lambda s: s.get("order", 2),
     "score_sde.solvers.ddim": lambda s: 1,
     "score_sde.solvers.heun": lambda s: 2,

@@ -18,8 +18,8 @@ import math
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib._shapes import append_dims, time_for
 from score_sde.sde_lib.base import SDE
+from score_sde.sde_lib.tensors import append_dims, batch_times, check_int
 
 
 class GaussianMixture:
@@ -124,8 +124,7 @@ class GaussianMixture:
     def sample(self, n: int, *, generator: torch.Generator | None = None,
                return_components: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """n samples (n, *D) (and their component indices (n,) if return_components)."""
-        if not (isinstance(n, int) and n >= 1):
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        check_int("n", n)
         dev = self.means.device
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn((n, self.means[0].numel()), generator=generator, dtype=self.means.dtype,
@@ -148,7 +147,7 @@ class GaussianMixture:
             raise ValueError("pass both t and sde for the noised density, or neither")
         if t is None:
             return self._to_basis(xf[:, None, :] - mu), var.expand(xf.shape[0], -1, -1)
-        t = time_for(x, t, sde.T)
+        t = batch_times(x, t, sde.T)
         a, s = sde.alpha(t)[:, None, None], sde.sigma(t)[:, None, None]
         return self._to_basis(xf[:, None, :] - a * mu), a**2 * var + s**2
 

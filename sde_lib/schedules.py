@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor
 
+from score_sde.sde_lib.tensors import check_number
+
 
 class LinearSchedule:
     """beta(t) = beta_min + t (beta_max - beta_min): DDPM's linear betas in continuous time (Ho et al.)."""
@@ -18,11 +20,8 @@ class LinearSchedule:
     name = "linear"
 
     def __init__(self, beta_min: float, beta_max: float):
-        if not beta_min > 0:
-            raise ValueError(f"beta_min must be > 0, got {beta_min}")
-        if not beta_max > beta_min:
-            raise ValueError(f"beta_max must be > beta_min = {beta_min}, got {beta_max}")
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        self.beta_min = check_number("beta_min", beta_min)
+        self.beta_max = check_number("beta_max", beta_max, self.beta_min)
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -52,9 +51,7 @@ class CosineSchedule:
     default_T = 0.9946
 
     def __init__(self, s: float = 0.008):
-        if not s > 0:
-            raise ValueError(f"cosine_s must be > 0, got {s}")
-        self.s = float(s)
+        self.s = check_number("cosine_s", s)
         self._log_cos_phi0 = math.log(math.cos(self.s / (1 + self.s) * math.pi / 2))
 
     def _phi(self, t: Tensor) -> Tensor:

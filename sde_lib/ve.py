@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from score_sde.sde_lib.base import SDE
+from score_sde.sde_lib.tensors import check_number
 
 
 class VESDE(SDE):
@@ -26,12 +27,9 @@ class VESDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, *, T: float = 1.0):
-        if not (isinstance(sigma_min, (int, float)) and sigma_min > 0):
-            raise ValueError(f"sigma_min must be > 0, got {sigma_min!r}")
-        if not (isinstance(sigma_max, (int, float)) and sigma_max > sigma_min):
-            raise ValueError(f"sigma_max must be > sigma_min = {sigma_min}, got {sigma_max!r}")
-        super().__init__(T, prior_std=float(sigma_max))
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.sigma_min = check_number("sigma_min", sigma_min)
+        self.sigma_max = check_number("sigma_max", sigma_max, self.sigma_min)
+        super().__init__(T, prior_std=self.sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def _log_alpha(self, t: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from score_sde.sde_lib.base import SDE
 from score_sde.sde_lib.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule
+from score_sde.sde_lib.tensors import check_int
 
 _SCHEDULES = ("linear", "cosine")
 
@@ -55,9 +56,9 @@ class VPSDE(SDE):
         return not isinstance(self.schedule, DiscreteSchedule)
 
     # B(t) and the coefficients ----------------------------------------------------------------
-    def beta(self, t: float | Tensor) -> Tensor:
+    def beta(self, t: float | Tensor, *, check: bool = True) -> Tensor:
         """beta(t), the noise rate. Shape of t."""
-        return self.schedule.beta(self._t(t))
+        return self.schedule.beta(self._t(t, check))
 
     def _log_alpha(self, t: Tensor) -> Tensor:
         return -0.5 * self.schedule.integral(t)
@@ -83,8 +84,7 @@ class VPSDE(SDE):
         beta_max 20 give linspace(1e-4, 0.02, 1000)); prod_{j<=i} (1 - b_j) = alpha(i T/n)^2 + O(1/n).
         Cosine: b_i = min(1 - alpha(i T/n)^2 / alpha((i-1) T/n)^2, 0.999) (Nichol & Dhariwal).
         """
-        if not (isinstance(n, int) and n >= 1):
-            raise ValueError(f"n (the number of DDPM steps) must be an int >= 1, got {n!r}")
+        check_int("n (the number of DDPM steps)", n)
         if self.schedule.name == "linear":
             t = torch.linspace(0, self.T, n, dtype=torch.float64)
             return self.schedule.beta(t) * self.T / n

@@ -50,8 +50,9 @@ class LogSNRClock:
         """f(t, state) -> d state / dt turned into d state / du, a function of (u, state)."""
 
         def in_u(u: Tensor, state: State) -> State:
-            t = self.sde.t_from_log_snr(u.clamp(self.u_lo, self.u_hi)).clamp(self.t_lo, self.t_hi)
-            dt_du = -(self.sde.sigma(t) / self.sde.diffusion(t)) ** 2
+            u = u.clamp(self.u_lo, self.u_hi)
+            t = self.sde.t_from_log_snr(u, check=False).clamp(self.t_lo, self.t_hi)
+            dt_du = -(self.sde.sigma(t, check=False) / self.sde.diffusion(t, check=False)) ** 2
             out = f(t, state)
             return tuple(dt_du * o for o in out) if isinstance(out, tuple) else dt_du * out
 

@@ -9,21 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib import SDE
+from score_sde.sde_lib import SDE, ScoreFn, SDEGrid, check_sde
 from score_sde.solvers import grids
-from score_sde.solvers.result import Callback, SampleResult, ScoreFn, initial_state
-from score_sde.solvers.stepping import (
-    GridCoefficients,
-    ancestral_coefficients,
-    ddim_coefficients,
-    run_linear_steps,
-)
-
-
-def _check_linear(sde: SDE) -> None:
-    if not all(callable(getattr(sde, name, None)) for name in ("alpha", "sigma", "log_snr")):
-        raise ValueError(f"sde must be a linear sde_lib SDE with alpha, sigma and log_snr "
-                         f"(VP, sub-VP or VE), got {type(sde).__name__}")
+from score_sde.solvers.result import Callback, SampleResult, initial_state
+from score_sde.solvers.stepping import ancestral_coefficients, ddim_coefficients, run_linear_steps
 
 
 @torch.no_grad()
@@ -59,11 +48,10 @@ def ddim(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, steps: i
     Returns:
         SampleResult with x (B, *D) at ts[-1] and nfe = len(ts) - 1.
     """
-    _check_linear(sde)
     x_T = initial_state(sde, x_T, generator)
-    ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
-    coefs = ddim_coefficients(GridCoefficients.on(sde, ts), eta)
-    return run_linear_steps(score_fn, x_T, ts, coefs, generator=generator, callback=callback,
+    on_grid = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    return run_linear_steps(on_grid, score_fn, x_T, ddim_coefficients(on_grid, eta),
+                            generator=generator, callback=callback,
                             return_trajectory=return_trajectory)
 
 
@@ -93,11 +81,10 @@ def ddpm_ancestral(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *
     Returns:
         SampleResult with x (B, *D) at ts[-1] and nfe = len(ts) - 1.
     """
-    _check_linear(sde)
     x_T = initial_state(sde, x_T, generator)
     if ts is None:
-        ts = grids.ddpm_subsequence(sde, steps, num_train_steps=steps)
-    ts = grids.check_grid(sde, ts)
-    coefs = ancestral_coefficients(GridCoefficients.on(sde, ts), variance)
-    return run_linear_steps(score_fn, x_T, ts, coefs, generator=generator, callback=callback,
+        ts = grids.ddpm_subsequence(check_sde(sde), steps, num_train_steps=steps)
+    on_grid = SDEGrid(sde, ts)
+    return run_linear_steps(on_grid, score_fn, x_T, ancestral_coefficients(on_grid, variance),
+                            generator=generator, callback=callback,
                             return_trajectory=return_trajectory)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from score_sde.sde_lib import check_int
+
 Field = Callable[[Tensor], Tensor]
 NOISES = ("rademacher", "gaussian")
 _CHUNK_ELEMENTS = 2**24  # default memory budget of one exact-divergence chunk, in tensor elements
@@ -55,8 +57,7 @@ def exact_divergence(fn: Field, x: Tensor, *, chunk_size: int | None = None
     """
     if chunk_size is None:
         chunk_size = default_chunk_size(x)
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size)
     value, vjp_fn = _vjp(fn, x)
     b, n = x.shape[0], x[0].numel()
     rows = torch.func.vmap(lambda v: vjp_fn(v)[0])
@@ -82,8 +83,7 @@ def draw_probes(x: Tensor, probes: int, noise: str = "rademacher", *,
         noise: "rademacher" (entries +-1, the lower-variance choice) or "gaussian".
         generator: the source of randomness.
     """
-    if not (isinstance(probes, int) and probes >= 1):
-        raise ValueError(f"probes must be an int >= 1, got {probes!r}")
+    check_int("probes", probes)
     shape = (probes, *x.shape)
     if noise == "rademacher":
         bits = torch.randint(0, 2, shape, generator=generator, device=x.device)

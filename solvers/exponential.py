@@ -6,13 +6,28 @@ in its linear part (Lu et al. 2022, "DPM-Solver++"); a step from t to s with h =
 
     x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) [x0_hat + higher-order corrections].
 
-order 1 is DDIM (eta = 0). Multistep ("2M", "3M") reuse the previous steps' x0_hat (1 NFE a step);
-single-step ("2S", "3S") evaluate at intermediate log-SNRs (k NFE a step). The multistep solver takes
-UniPC's corrector as an option (Zhao et al. 2023, "UniC", B(h) = expm1(h) variant "bh2"): once x0_hat
-is evaluated at the new point x_s, the step t -> s is redone with it as one more node,
+This is the exact solution x_s = (sigma_s / sigma_t) x_t + sigma_s int e^l x0_hat(l) dl with x0_hat
+expanded in lambda around the step's start, m + m' u + m'' u^2 / 2 (Lu et al. 2022b; the terms are
+derived in docs/math.md, "Exponential integrators in log-SNR"):
+
+    x_s = (sigma_s / sigma_t) x_t - alpha_s phi1 m + alpha_s phi2 h m' - alpha_s phi3 h^2 m'' + O(h^4),
+    phi1 = expm1(-h),  phi2 = phi1 / h + 1,  phi3 = phi2 / h - 1/2.
+
+Order 1 is DDIM (eta = 0). Multistep ("2M", the paper's Algorithm 2; "3M") reuse the previous steps'
+x0_hat (1 NFE a step); single-step ("2S", Algorithm 1; "3S", the r1 = 1/3, r2 = 2/3 scheme of
+DPM-Solver-3, Lu et al. 2022a, Algorithm 2, in data prediction) evaluate at intermediate
+log-SNRs (k NFE a step). The third-order updates are those of the authors' reference code
+(`multistep_dpm_solver_third_update`, `singlestep_dpm_solver_third_update`), which diffusers and
+k-diffusion share. Its 3M uses D1 = h m' + O(h^3) and D2 = (D1_0 - D1_1) / (r0 + r1) =
+h^2 m'' / 2 + O(h^3) as - alpha_s phi3 D2, half of the expansion's h^2 term: a 3M step's local
+error is O(h^3), not O(h^4) (docs/math.md), so 3M is globally second order, as its peers' are.
+The multistep solver takes UniPC's corrector as an option (corrector="unipc"; Zhao et al. 2023,
+"UniC", B(h) = expm1(h) variant "bh2"): once x0_hat is evaluated at the new point x_s, the step
+t -> s is redone with it as one more node,
     x_s <- (sigma_s / sigma_t) x_t - alpha_s expm1(-h) m_t - alpha_s expm1(-h) [sum_k rho_k D_k],
 with D_k the divided differences (m_k - m_t) / r_k over the previous nodes and m_s (r = 1), and
-rho solving sum_k rho_k r_k^(j-1) = j! phi_{j+1}(-h) (-h)^j / expm1(-h), j = 1..p (rho = 1/2 for p = 1);
+rho solving sum_k rho_k r_k^(j-1) = j! phi_{j+1}(-h) (-h)^j / expm1(-h), j = 1..p (rho = 1/2 for p = 1;
+phi_1(u) = expm1(u) / u, phi_{j+1}(u) = (phi_j(u) - 1/j!) / u);
 a step of order p becomes order p + 1 at no extra NFE. x0_hat is not re-evaluated at the corrected
 point (UniPC's choice), and the last step is not corrected (it would cost one more NFE).
 The stabilising choices of diffusers' and DPM-Solver's later releases are built in by default:
@@ -20,7 +35,8 @@ The stabilising choices of diffusers' and DPM-Solver's later releases are built 
     - lower-order final steps: the order at step i of N is min(order, i + 1, N - i) for multistep,
       so the last step is first order (a data-prediction step that cannot overshoot),
     - a step into sigma_s = 0 (a grid ending at t = 0 on VP) is the first-order step x_s = x0_hat.
-Legend: m_i = x0_hat at ts[i]; r = ratio of consecutive log-SNR step lengths.
+Every coefficient depends on the grid only and is computed at entry; the loops make no host sync.
+Legend: m_i = x0_hat at ts[i]; r = ratio of consecutive log-SNR step lengths; p = a step's order.
 """
 
 from __future__ import annotations
@@ -30,42 +46,13 @@ import math
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib import SDE
+from score_sde.sde_lib import SDE, ScoreFn, SDEGrid, x0_from_score
 from score_sde.solvers.grids import resolve_grid
-from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, Trajectory, initial_state
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, StepLog, initial_state
 
 MULTISTEP_ORDERS = (1, 2, 3)
 SINGLESTEP_ORDERS = (1, 2, 3)
-
-
-class _Coefs:
-    """alpha, sigma, lambda of the SDE on a float64 grid, and the data prediction at a grid time."""
-
-    def __init__(self, sde: SDE, ts: Tensor):
-        self.sde, self.t = sde, ts.tolist()
-        self.alpha, self.sigma = sde.alpha(ts).tolist(), sde.sigma(ts).tolist()
-        self.lam = (0.5 * sde.log_snr(ts)).tolist()  # +inf where sigma = 0
-
-    def x0(self, score: CountingScore, x: Tensor, t: float, alpha: float, sigma: float) -> Tensor:
-        t_vec = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        return (x + sigma**2 * score(x, t_vec)) / alpha
-
-
-def _check_eval_ts(sde: SDE, eval_ts: Tensor, n: int) -> Tensor:
-    """eval_ts as float64 (n,), each in (0, T]; ValueError otherwise."""
-    eval_ts = torch.as_tensor(eval_ts).detach().to("cpu", torch.float64)
-    if eval_ts.shape != (n,) or not bool(torch.isfinite(eval_ts).all()):
-        raise ValueError(f"eval_ts must hold one finite time per step, shape ({n},), got "
-                         f"{tuple(eval_ts.shape)}")
-    if not bool(((eval_ts > 0) & (eval_ts <= sde.T)).all()):
-        raise ValueError(f"eval_ts must lie in (0, T] = (0, {sde.T}]")
-    return eval_ts
-
-
-def _lam_to_t(sde: SDE, lam: float) -> tuple[float, float, float]:
-    """The time with half-log-SNR lam and its alpha, sigma."""
-    t = sde.t_from_log_snr(torch.tensor(2 * lam, dtype=torch.float64))
-    return t.item(), sde.alpha(t).item(), sde.sigma(t).item()
+CORRECTORS = ("none", "unipc")
 
 
 def _check_order(order: int, allowed: tuple[int, ...]) -> None:
@@ -73,26 +60,107 @@ def _check_order(order: int, allowed: tuple[int, ...]) -> None:
         raise ValueError(f"order must be one of {allowed}, got {order!r}")
 
 
+def _model_times(grid: SDEGrid, eval_ts: Tensor | None, x: Tensor
+                 ) -> tuple[Tensor, list[float], list[float]]:
+    """The times the model is asked at for the states at ts[:-1] (on x's device), and alpha,
+    sigma there: the grid's own by default, or eval_ts (N,), each in (0, T]."""
+    if eval_ts is None:
+        return grid.times_like(x)[:-1], grid.floats("alpha")[:-1], grid.floats("sigma")[:-1]
+    sde, n = grid.sde, grid.steps
+    eval_ts = torch.as_tensor(eval_ts).detach().to("cpu", torch.float64)
+    if eval_ts.shape != (n,) or not bool(torch.isfinite(eval_ts).all()):
+        raise ValueError(f"eval_ts must hold one finite time per step, shape ({n},), got "
+                         f"{tuple(eval_ts.shape)}")
+    if not bool(((eval_ts > 0) & (eval_ts <= sde.T)).all()):
+        raise ValueError(f"eval_ts must lie in (0, T] = (0, {sde.T}]")
+    return (eval_ts.to(device=x.device, dtype=x.dtype), sde.alpha(eval_ts, check=False).tolist(),
+            sde.sigma(eval_ts, check=False).tolist())
+
+
+def _combine(terms: list[tuple[float, Tensor]]) -> Tensor:
+    """sum_j c_j v_j for terms (c_j, v_j): one new tensor, updated in place."""
+    (c, v), rest = terms[0], terms[1:]
+    out = v * c
+    for c, v in rest:
+        out.add_(v, alpha=c)
+    return out
+
+
+def _multistep_weights(alpha: list[float], sigma: list[float], lam: list[float], i: int, p: int
+                       ) -> tuple[float, list[float]]:
+    """The DPM-Solver++ step ts[i] -> ts[i+1] of order p as x_{i+1} = c_x x_i + sum_j c_j m_{i-j}
+    (m_{i-j}: x0_hat j steps back; the update of the module docstring with its divided
+    differences expanded). A step into sigma = 0 is x0_hat itself, times alpha_s."""
+    a_s, s_s = alpha[i + 1], sigma[i + 1]
+    if s_s == 0:
+        return 0.0, [a_s]
+    h = lam[i + 1] - lam[i]
+    phi1 = math.expm1(-h)  # e^{-h} - 1
+    c_x, c_m0 = s_s / sigma[i], -a_s * phi1
+    if p == 1:
+        return c_x, [c_m0]
+    r0 = (lam[i] - lam[i - 1]) / h
+    if p == 2:  # - a_s phi1 D1_0 / 2, D1_0 = (m0 - m1) / r0
+        w = 0.5 * a_s * phi1 / r0
+        return c_x, [c_m0 - w, w]
+    r1 = (lam[i - 1] - lam[i - 2]) / h
+    phi2 = phi1 / h + 1
+    phi3 = phi2 / h - 0.5
+    # + a_s phi2 D1 - a_s phi3 D2, D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),
+    # D2 = (D1_0 - D1_1) / (r0 + r1), D1_0 = (m0 - m1) / r0, D1_1 = (m1 - m2) / r1
+    q, v = r0 / (r0 + r1), 1 / (r0 + r1)
+    w0 = a_s * (phi2 * (1 + q) - phi3 * v)  # the weight of D1_0
+    w1 = a_s * (phi3 * v - phi2 * q)  # the weight of D1_1
+    return c_x, [c_m0 + w0 / r0, w1 / r1 - w0 / r0, -w1 / r1]
+
+
+def _unic_weights(alpha: list[float], sigma: list[float], lam: list[float], i: int, p: int
+                  ) -> tuple[float, list[float], float]:
+    """UniC-p for the step ts[i-1] -> ts[i] as x_i = c_prev x_{i-1} + sum_j c_j m_{i-1-j} + c_new
+    m_i: the module docstring's update with D_k = (m_{i-1-k} - m_{i-1}) / r_k (k < p) and
+    D_p = m_i - m_{i-1} expanded."""
+    h = lam[i] - lam[i - 1]
+    ratios = [(lam[i - 1 - j] - lam[i - 1]) / h for j in range(1, p)] + [1.0]
+    minus_h = -h
+    phi1 = math.expm1(minus_h)
+    if p == 1:
+        rhos = [0.5]
+    else:
+        rhs, h_phi, factorial = [], phi1 / minus_h - 1, 1
+        for j in range(1, p + 1):  # j! phi_{j+1}(-h) (-h)^j / B(h), by phi_{j+1} = (phi_j - 1/j!) / u
+            rhs.append(h_phi * factorial / phi1)
+            factorial *= j + 1
+            h_phi = h_phi / minus_h - 1 / factorial
+        vander = torch.tensor([[r ** (j - 1) for r in ratios] for j in range(1, p + 1)],
+                              dtype=torch.float64)
+        rhos = torch.linalg.solve(vander, torch.tensor(rhs, dtype=torch.float64)).tolist()
+    g = -alpha[i] * phi1
+    back = [g * rho / r for rho, r in zip(rhos[:-1], ratios[:-1])]  # m_{i-2}, ..., m_{i-p}
+    c_new = g * rhos[-1]
+    return sigma[i] / sigma[i - 1], [g - sum(back) - c_new, *back], c_new
+
+
 @torch.no_grad()
-def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, order: int = 2,
-                         steps: int = 20, t_eps: float = 1e-3, grid: str = "log_snr",
-                         ts: Tensor | None = None, lower_order_final: bool = True,
-                         corrector: bool = False, eval_ts: Tensor | None = None,
-                         generator: torch.Generator | None = None,
+def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *,
+                         order: int = 2, steps: int = 20, t_eps: float = 1e-3,
+                         grid: str = "log_snr", ts: Tensor | None = None,
+                         lower_order_final: bool = True, corrector: str = "none",
+                         eval_ts: Tensor | None = None, generator: torch.Generator | None = None,
                          callback: Callback | None = None,
                          return_trajectory: bool = False) -> SampleResult:
     """DPM-Solver++ multistep (order 1 = DDIM, 2 = "2M", 3 = "3M"), data-prediction form; 1 NFE a step.
-    corrector=True adds UniPC's corrector: at order 2 this is UniPC-2 (bh2) exactly (UniP-2 is 2M;
-    tests/solvers/test_diffusers_oracle.py), at order 3 the predictor stays 3M (UniP-3 differs).
+    corrector="unipc" adds UniPC's corrector: at order 2 this is UniPC-2 (bh2) exactly (UniP-2 is
+    2M; tests/solvers/test_diffusers_oracle.py), at order 3 the predictor stays 3M (UniP-3 differs).
 
     Args:
         sde, score_fn, x_T: the SDE, score_fn(x, t) with t (B,), and the (B, *D) state at ts[0].
-        order: 1, 2 or 3. Empirical global order: `order` (tests/solvers/test_fast_samplers.py).
+        order: 1, 2 or 3. Empirical global order: 1, 2 and 2 (3M: module docstring;
+            tests/solvers/test_fast_samplers.py).
         steps, t_eps, grid: the grid when `ts` is not given (see `solvers.grids`).
         ts: an explicit decreasing grid from T (or below) to the final time.
         lower_order_final: lower the order on the last steps (min(order, N - i)); recommended.
-        corrector: apply UniC after every step but the last; empirical global order: order + 1 for
-            orders 1 and 2 (3 for order 3: the start-up steps limit it), same NFE.
+        corrector: "none" or "unipc" (UniC after every step but the last; empirical global order:
+            order + 1 for orders 1 and 2, 3 for order 3 (the start-up steps limit it); same NFE).
         eval_ts: (N,) the times the model is asked at for x0_hat of the states at ts[:-1] (default
             ts[:-1]): x0_hat_i = (x_i + sigma'^2 score(x_i, t'_i)) / alpha' at t'_i. Decoupling them
             from the grid lets a tuned grid absorb part of the truncation error at few steps
@@ -105,75 +173,49 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
         SampleResult with x (B, *D) at ts[-1] and nfe = N.
     """
     _check_order(order, MULTISTEP_ORDERS)
+    if corrector not in CORRECTORS:
+        raise ValueError(f"corrector must be one of {CORRECTORS}, got {corrector!r}")
     x_T = initial_state(sde, x_T, generator)
-    ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
-    c, score = _Coefs(sde, ts), CountingScore(score_fn)
-    n = len(ts) - 1
-    q = c if eval_ts is None else _Coefs(sde, _check_eval_ts(sde, eval_ts, n))
-    record = Trajectory(return_trajectory, callback)
-    x = x_T
-    record.record(0, c.t[0], x)
-    ms: list[Tensor] = []  # x0_hat at previous grid times, newest last
-    x_prev, k = x, 0  # the state before the last step and that step's order
+    on_grid = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    n, times, batch = on_grid.steps, on_grid.times, x_T.shape[0]
+    model_t, model_alpha, model_sigma = _model_times(on_grid, eval_ts, x_T)
+    alpha, sigma, lam = (on_grid.floats(name) for name in ("alpha", "sigma", "lam"))
+    orders = [min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
+              for i in range(n)]
+    steps_w = [_multistep_weights(alpha, sigma, lam, i, orders[i]) for i in range(n)]
+    unic = ([_unic_weights(alpha, sigma, lam, i, orders[i - 1]) for i in range(1, n)]
+            if corrector == "unipc" else [])
+    score, log = CountingScore(score_fn), StepLog(return_trajectory, callback)
+    x = x_prev = x_T
+    log.record(0, times[0], x)
+    ms: list[Tensor] = []  # x0_hat at previous grid times, newest first
     for i in range(n):
-        m = c.x0(score, x, q.t[i], q.alpha[i], q.sigma[i])
-        if corrector and i > 0:
-            x = _unic(c, i, x_prev, ms[-k:], m, k)
-        ms = (ms + [m])[-3:]
+        m = x0_from_score(x, score(x, model_t[i].expand(batch)), model_alpha[i], model_sigma[i])
+        if unic and i > 0:
+            c_prev, c_hist, c_new = unic[i - 1]
+            x = _combine([(c_prev, x_prev), *zip(c_hist, ms), (c_new, m)])
+        ms = [m, *ms[:2]]
         x_prev = x
-        k = min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
-        a_s, s_s = c.alpha[i + 1], c.sigma[i + 1]
-        if s_s == 0:  # into the data: x0_hat itself
-            x = ms[-1] * a_s
-        else:
-            h = c.lam[i + 1] - c.lam[i]
-            phi1 = math.expm1(-h)  # e^{-h} - 1
-            x = (s_s / c.sigma[i]) * x - a_s * phi1 * ms[-1]
-            if k >= 2:
-                r0 = (c.lam[i] - c.lam[i - 1]) / h
-                d1_0 = (ms[-1] - ms[-2]) / r0
-                if k == 2:
-                    x = x - 0.5 * a_s * phi1 * d1_0
-                else:
-                    r1 = (c.lam[i - 1] - c.lam[i - 2]) / h
-                    d1_1 = (ms[-2] - ms[-3]) / r1
-                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-                    d2 = (d1_0 - d1_1) / (r0 + r1)
-                    phi2 = phi1 / h + 1
-                    phi3 = phi2 / h - 0.5
-                    x = x + a_s * phi2 * d1 - a_s * phi3 * d2
-        record.record(i + 1, c.t[i + 1], x)
-    return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
+        c_x, c_hist = steps_w[i]
+        x = _combine([*([(c_x, x)] if c_x else []), *zip(c_hist, ms)])
+        log.record(i + 1, times[i + 1], x)
+    return log.result(x, score.nfe)
 
 
-def _unic(c: _Coefs, i: int, x_prev: Tensor, ms: list[Tensor], m_new: Tensor, p: int) -> Tensor:
-    """UniC-p: redo the step ts[i-1] -> ts[i] of order p from x_prev with the nodes ms (x0_hat at
-    ts[i-p], ..., ts[i-1], newest last) and m_new = x0_hat at ts[i]; see the module docstring."""
-    h = c.lam[i] - c.lam[i - 1]
-    hh = -h
-    phi1 = math.expm1(hh)
-    m0 = ms[-1]
-    rks = [(c.lam[i - 1 - j] - c.lam[i - 1]) / h for j in range(1, p)] + [1.0]
-    ds = [(ms[-1 - j] - m0) / rks[j - 1] for j in range(1, p)] + [m_new - m0]
-    if p == 1:
-        rhos = [0.5]
-    else:
-        b, h_phi, fact = [], phi1 / hh - 1, 1
-        for j in range(1, p + 1):  # b_j = j! phi_{j+1}(hh) hh^j / B(h), by phi_{j+1} = (phi_j - 1/j!) / hh
-            b.append(h_phi * fact / phi1)
-            fact *= j + 1
-            h_phi = h_phi / hh - 1 / fact
-        vander = torch.tensor([[r ** (j - 1) for r in rks] for j in range(1, p + 1)], dtype=torch.float64)
-        rhos = torch.linalg.solve(vander, torch.tensor(b, dtype=torch.float64)).tolist()
-    a_s = c.alpha[i]
-    x = (c.sigma[i] / c.sigma[i - 1]) * x_prev - a_s * phi1 * m0
-    return x - a_s * phi1 * sum(rho * d for rho, d in zip(rhos, ds))
+def _points_at(sde: SDE, lam: Tensor, x: Tensor) -> tuple[Tensor, list[float], list[float]]:
+    """The times with half-log-SNRs lam (finite entries; others get t = T), on x's device, and
+    alpha, sigma there."""
+    t = sde.t_from_log_snr(2 * lam.nan_to_num(posinf=0.0), check=False)
+    t = torch.where(torch.isfinite(lam), t, sde.T)
+    return (t.to(device=x.device, dtype=x.dtype), sde.alpha(t, check=False).tolist(),
+            sde.sigma(t, check=False).tolist())
 
 
 @torch.no_grad()
-def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *, order: int = 2,
-                          steps: int = 10, t_eps: float = 1e-3, grid: str = "log_snr",
-                          ts: Tensor | None = None, generator: torch.Generator | None = None,
+def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *,
+                          order: int = 2, steps: int = 10, t_eps: float = 1e-3,
+                          grid: str = "log_snr", ts: Tensor | None = None,
+                          generator: torch.Generator | None = None,
                           callback: Callback | None = None,
                           return_trajectory: bool = False) -> SampleResult:
     """DPM-Solver++ single-step: "2S" (midpoint in lambda) and "3S" (r1 = 1/3, r2 = 2/3); order NFE
@@ -186,35 +228,41 @@ def dpm_solver_singlestep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, 
     """
     _check_order(order, SINGLESTEP_ORDERS)
     x_T = initial_state(sde, x_T, generator)
-    ts = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
-    c, score = _Coefs(sde, ts), CountingScore(score_fn)
-    record = Trajectory(return_trajectory, callback)
+    on_grid = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    times, batch, t_x = on_grid.times, x_T.shape[0], on_grid.times_like(x_T)
+    alpha, sigma, lam = (on_grid.floats(name) for name in ("alpha", "sigma", "lam"))
+    r1, r2 = (0.5, None) if order == 2 else (1 / 3, 2 / 3)
+    lam_h = on_grid.lam[1:] - on_grid.lam[:-1]
+    mid1 = _points_at(sde, on_grid.lam[:-1] + r1 * lam_h, x_T) if order >= 2 else None
+    mid2 = _points_at(sde, on_grid.lam[:-1] + r2 * lam_h, x_T) if order == 3 else None
+    score, log = CountingScore(score_fn), StepLog(return_trajectory, callback)
     x = x_T
-    record.record(0, c.t[0], x)
+    log.record(0, times[0], x)
 
     def phi1(h: float) -> float:
         return math.expm1(-h)
 
-    for i in range(len(ts) - 1):
-        a_t, s_t, a_s, s_s = c.alpha[i], c.sigma[i], c.alpha[i + 1], c.sigma[i + 1]
-        m0 = c.x0(score, x, c.t[i], a_t, s_t)
+    def x0_hat(x: Tensor, t: Tensor, a: float, s: float) -> Tensor:
+        return x0_from_score(x, score(x, t.expand(batch)), a, s)
+
+    for i in range(on_grid.steps):
+        a_t, s_t, a_s, s_s = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
+        m0 = x0_hat(x, t_x[i], a_t, s_t)
         if s_s == 0 or order == 1:
-            x = a_s * m0 if s_s == 0 else (s_s / s_t) * x - a_s * phi1(c.lam[i + 1] - c.lam[i]) * m0
+            x = a_s * m0 if s_s == 0 else (s_s / s_t) * x - a_s * phi1(lam[i + 1] - lam[i]) * m0
         else:
-            h = c.lam[i + 1] - c.lam[i]
-            r1 = 0.5 if order == 2 else 1 / 3
-            t1, a1, s1 = _lam_to_t(sde, c.lam[i] + r1 * h)
+            h = lam[i + 1] - lam[i]
+            t1, a1, s1 = mid1[0][i], mid1[1][i], mid1[2][i]
             x1 = (s1 / s_t) * x - a1 * phi1(r1 * h) * m0
-            m1 = c.x0(score, x1, t1, a1, s1)
+            m1 = x0_hat(x1, t1, a1, s1)
             if order == 2:
                 x = (s_s / s_t) * x - a_s * phi1(h) * m0 - a_s / (2 * r1) * phi1(h) * (m1 - m0)
             else:
-                r2 = 2 / 3
-                t2, a2, s2 = _lam_to_t(sde, c.lam[i] + r2 * h)
+                t2, a2, s2 = mid2[0][i], mid2[1][i], mid2[2][i]
                 phi22 = phi1(r2 * h) / (r2 * h) + 1
                 x2 = (s2 / s_t) * x - a2 * phi1(r2 * h) * m0 + (r2 / r1) * a2 * phi22 * (m1 - m0)
-                m2 = c.x0(score, x2, t2, a2, s2)
+                m2 = x0_hat(x2, t2, a2, s2)
                 phi2 = phi1(h) / h + 1
                 x = (s_s / s_t) * x - a_s * phi1(h) * m0 + (1 / r2) * a_s * phi2 * (m2 - m0)
-        record.record(i + 1, c.t[i + 1], x)
-    return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
+        log.record(i + 1, times[i + 1], x)
+    return log.result(x, score.nfe)

@@ -10,7 +10,8 @@ len(ts) - 1 steps over it. Grids are plain functions of the SDE (never stored on
     from_log_snr     the times of given log-SNRs, with exact ends (for grids built in log-SNR)
     karras           EDM's rho-schedule in sigma / alpha (Karras et al. 2022)
     ddpm_subsequence a sub-sequence of the N discrete DDPM steps, step k at time k T / N, then 0
-    check_grid       validates a user-given tensor
+
+`resolve_grid` turns a sampler's grid settings into a checked `sde_lib.SDEGrid`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib import SDE, check_t_eps
+from score_sde.sde_lib import SDE, SDEGrid, check_int, check_sde, check_t_eps
 
 SPACINGS = ("leading", "trailing", "linspace")
 
 
 def check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    """Raise a ValueError unless steps is an int >= 1."""
+    check_int("steps", steps)
 
 
 def uniform(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
@@ -46,9 +47,9 @@ def quadratic(sde: SDE, steps: int, *, t_eps: float = 1e-3) -> Tensor:
     return t_eps + (sde.T - t_eps) * u**2
 
 
-def log_snr_ends(sde: SDE, t_eps: float) -> list[float]:
-    """[log_snr(T), log_snr(t_eps)]; ValueError unless both are finite (t_eps > 0 on VP)."""
-    ends = sde.log_snr(torch.tensor([sde.T, t_eps], dtype=torch.float64)).tolist()
+def log_snr_ends(sde: SDE, t_eps: float) -> tuple[float, float]:
+    """(log_snr(T), log_snr(t_eps)); ValueError unless both are finite (t_eps > 0 on VP)."""
+    ends = sde.log_snr_range(t_eps)
     if not all(map(math.isfinite, ends)):
         raise ValueError(f"t_eps must give a finite log-SNR for a log-SNR grid, got {t_eps!r}")
     return ends
@@ -81,8 +82,7 @@ def log_snr_window(sde: SDE, steps: int, *, t_eps: float = 1e-3, lo: float = -3.
     (alpha / sigma < e^-3: x0_hat is about the data mean; alpha / sigma > e^hi: about x / alpha), so one
     long exponential-integrator step each is accurate. hi defaults to 1 + log2(steps / 5) (1, 2, 3 at
     5, 10, 20 steps): the window widens with the budget (on VP with t_eps = 1e-3 it reaches t_eps at
-    about 45 steps). The defaults were chosen on Gaussian mixtures other than the benchmark's
-    (bench/README.md); for data far from unit scale, shift lo and hi by -log(scale).
+    about 45 steps). For data far from unit scale, shift lo and hi by -log(scale).
 
     Returns:
         (steps + 1,) float64 times from T to t_eps; the window is clipped to [lambda(T), lambda(t_eps)].
@@ -149,31 +149,7 @@ def ddpm_subsequence(sde: SDE, steps: int, *, num_train_steps: int = 1000,
         k = torch.round(torch.linspace(0, n - 1, steps, dtype=torch.float64)) + 1
     else:
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
-    ts = torch.cat([k.flip(0) * (sde.T / n), torch.zeros(1, dtype=torch.float64)])
-    return check_grid(sde, ts)
-
-
-def check_grid(sde: SDE, ts: Tensor) -> Tensor:
-    """Validate a user grid: 1-D, at least 2 finite times, strictly decreasing, within [0, T].
-
-    Returns:
-        ts as a float64 CPU tensor (a copy).
-
-    Raises:
-        ValueError: ts breaks any of the rules above.
-    """
-    ts = torch.as_tensor(ts).detach().to("cpu", torch.float64)
-    if ts.ndim != 1 or ts.numel() < 2:
-        raise ValueError(f"ts must be a 1-D grid of at least 2 times, got shape {tuple(ts.shape)}")
-    if not bool(torch.isfinite(ts).all()):
-        raise ValueError("ts must be finite")
-    if not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError(f"ts must be strictly decreasing (T down to t_eps), got {ts.tolist()[:6]}"
-                         + ("..." if ts.numel() > 6 else ""))
-    if ts[0].item() > sde.T or ts[-1].item() < 0:
-        raise ValueError(f"ts must lie in [0, T] = [0, {sde.T}], got [{ts[-1].item():.6g}, "
-                         f"{ts[0].item():.6g}]")
-    return ts.clone()
+    return torch.cat([k.flip(0) * (sde.T / n), torch.zeros(1, dtype=torch.float64)])
 
 
 GRIDS: dict[str, Callable[..., Tensor]] = {
@@ -182,10 +158,16 @@ GRIDS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def resolve_grid(sde: SDE, *, ts: Tensor | None, steps: int, t_eps: float, grid: str) -> Tensor:
-    """The grid a sampler uses: `ts` if given (validated), else GRIDS[grid](sde, steps, t_eps=t_eps)."""
-    if ts is not None:
-        return check_grid(sde, ts)
-    if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {tuple(GRIDS)}, got {grid!r}")
-    return GRIDS[grid](sde, steps, t_eps=t_eps)
+def resolve_grid(sde: SDE, *, ts: Tensor | None, steps: int, t_eps: float, grid: str
+                 ) -> SDEGrid:
+    """The SDE on the grid a sampler uses: `ts` if given, else GRIDS[grid](sde, steps, t_eps=t_eps).
+
+    Raises:
+        ValueError: sde is not an SDE, an unknown grid name, bad steps or t_eps, or a bad ts.
+    """
+    check_sde(sde)
+    if ts is None:
+        if grid not in GRIDS:
+            raise ValueError(f"grid must be one of {tuple(GRIDS)}, got {grid!r}")
+        ts = GRIDS[grid](sde, steps, t_eps=t_eps)
+    return SDEGrid(sde, ts)

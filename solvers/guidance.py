@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from score_sde.solvers.result import ScoreFn
+from score_sde.sde_lib import ScoreFn
 
 LabelScoreFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 LogProbFn = Callable[[Tensor, Tensor], Tensor]
@@ -66,7 +66,7 @@ def _check_range(y: Tensor, num_classes: int) -> None:
                          f"[{y.min().item()}, {y.max().item()}]")
 
 
-def cfg(score_fn: LabelScoreFn, y: int | Tensor, scale: float, *,
+def classifier_free_guidance(score_fn: LabelScoreFn, y: int | Tensor, scale: float, *,
         null_label: int | None = None) -> ScoreFn:
     """Classifier-free guidance (Ho & Salimans 2022) as a score_fn(x, t) for any sampler:
 

@@ -27,15 +27,26 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from score_sde.sde_lib import SDE, append_dims, check_t_eps, sample_time, time_density
+from score_sde.sde_lib import (
+    SDE,
+    ScoreFn,
+    SDEGrid,
+    append_dims,
+    check_int,
+    check_number,
+    check_t_eps,
+    describe_samples,
+    nonfinite_samples,
+    sample_time,
+    time_density,
+)
 from score_sde.solvers.clock import LogSNRClock
 from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
+from score_sde.solvers.errors import SolverError
+from score_sde.solvers.ode import ADAPTIVE_METHODS, check_ode_settings, ode_failure
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PriorLogp = Callable[[Tensor], Tensor]
 DIVERGENCES = ("exact", "hutchinson")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4")
 
 
 @dataclass
@@ -89,15 +100,9 @@ def _check_batch(x: Tensor, name: str = "x") -> None:
     if x.ndim < 2 or x.shape[0] < 1 or x[0].numel() < 1:
         raise ValueError(f"{name} must have shape (B, *D) with B >= 1 and at least one event "
                          f"dim, got {tuple(x.shape)}")
-    bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten()
-    if len(bad):
-        raise ValueError(f"{name} has non-finite values in samples {bad[:10].tolist()}"
-                         f"{' ...' if len(bad) > 10 else ''} (of {x.shape[0]})")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    bad = nonfinite_samples(x)
+    if bad:
+        raise ValueError(f"{name} has non-finite values in {describe_samples(bad, x.shape[0])}")
 
 
 def _prior_log_prob(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
@@ -118,7 +123,7 @@ class _AugmentedFlow:
         self.sde, self.score_fn, self.probes, self.chunk_size = sde, score_fn, probes, chunk_size
         self.t_lo, self.dtype, self.n = t_eps, x.dtype, x[0].numel()
         self.nfe, self.t_last = 0, t_eps
-        self.worst: tuple[Tensor | int, Tensor | float] = (0, float("nan"))
+        self.worst: Tensor | int = 0  # the sample that set the last step (read after a failure)
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x = state[0]
@@ -135,33 +140,21 @@ class _AugmentedFlow:
         else:
             score, div_s = hutchinson_divergence(score_at, x, self.probes)
             div_s = div_s.T
-        if not bool(torch.isfinite(score).all()):
-            bad = (~torch.isfinite(score.flatten(1))).any(1).nonzero().flatten()
-            raise RuntimeError(f"score_fn returned non-finite values at t = {t.item():.6g} for "
-                               f"samples {bad[:10].tolist()} (of {x.shape[0]})")
-        f, g2 = self.sde.drift_coef(t), self.sde.diffusion(t) ** 2
-        velocity = f * x - 0.5 * g2 * score  # sde.probability_flow_drift, t a scalar here
-        return velocity, f * self.n - 0.5 * g2 * div_s
+        bad = nonfinite_samples(score)  # one host sync per evaluation, as the step control's
+        if bad:
+            raise SolverError(f"score_fn returned non-finite values at t = {t.item():.6g} in "
+                              f"{describe_samples(bad, x.shape[0])}; check the model at this "
+                              "time", samples=bad, t=t.item(), setting=None)
+        velocity = self.sde.probability_flow_drift(x, t_b, score, check=False)
+        f, g2 = self.sde.drift_coef(t, check=False), self.sde.diffusion(t, check=False) ** 2
+        return velocity, f * self.n - 0.5 * g2 * div_s  # div v = f N - g^2 / 2 div s
 
     def norm(self, scaled_error: tuple[Tensor, Tensor]) -> Tensor:
         """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance."""
         ex, ed = scaled_error
         per_sample = torch.maximum(ex.flatten(1).pow(2).mean(1).sqrt(), ed.pow(2).mean(1).sqrt())
-        ratio, worst = per_sample.max(0)
-        self.worst = (worst, ratio)  # tensors: read only when a solve fails, no sync per step
+        ratio, self.worst = per_sample.max(0)  # a tensor: read only after a failure
         return ratio
-
-
-def _solve_error(flow: _AugmentedFlow, err: AssertionError, b: int, rtol: float, atol: float,
-                 max_steps: int) -> RuntimeError:
-    sample, ratio = int(flow.worst[0]), float(flow.worst[1])
-    why = ("hit max_steps = " + str(max_steps) if "max_num_steps" in str(err)
-           else "shrank its step below float resolution")
-    return RuntimeError(
-        f"the probability-flow ODE solve {why} near t = {float(flow.t_last):.6g}; sample {sample} "
-        f"(of {b}) needed the smallest steps (error ratio {ratio:.3g}). Loosen the tolerances "
-        f"(rtol = {rtol}, atol = {atol}, e.g. 10x), raise max_steps, or check the score of that "
-        "sample near this t")
 
 
 def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = "exact",
@@ -181,7 +174,8 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         probes: Hutchinson probes per sample, drawn once per solve and held fixed through it; with
             probes > 1 their estimates are averaged and `stderr` reports the spread.
         noise: Hutchinson probe distribution, "rademacher" or "gaussian".
-        method: a torchdiffeq method: adaptive ("dopri5", ...) or fixed-step (needs step_size).
+        method: a torchdiffeq method (`solvers.ode.ADAPTIVE_METHODS` or `FIXED_METHODS`):
+            adaptive ("dopri5", ...) or fixed-step (needs step_size).
         rtol: relative tolerance of the adaptive solver, per sample.
         atol: absolute tolerance of the adaptive solver, per sample.
         t_eps: the ODE runs from t_eps to T (log p_0 is singular for VP as t -> 0).
@@ -198,8 +192,8 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
 
     Raises:
         ValueError: bad input (shape, dtype, non-finite x, unknown names, bad settings).
-        RuntimeError: the solve hit max_steps or its step underflowed (names the sample that set
-            the step and suggests looser tolerances), or score_fn returned non-finite values.
+        SolverError: the solve hit max_steps or its step underflowed (names the sample that set
+            the step, the time and the setting to change), or score_fn returned non-finite values.
     """
     _check_batch(x)
     check_t_eps(sde, t_eps)
@@ -208,16 +202,9 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
     if divergence == "exact" and probes != 1:
         raise ValueError(f"probes only applies to divergence='hutchinson', got probes={probes!r}"
                          " with divergence='exact'")
-    _check_positive("rtol", rtol)
-    _check_positive("atol", atol)
-    if method in ADAPTIVE_METHODS:
-        if not (isinstance(max_steps, int) and max_steps >= 1):
-            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-    elif method in FIXED_METHODS:
-        _check_positive("step_size (required by fixed-step methods)", step_size)
-    else:
-        raise ValueError(f"method must be one of {ADAPTIVE_METHODS + FIXED_METHODS}, got "
-                         f"{method!r}")
+    check_ode_settings(method, rtol, atol, max_steps)
+    if method not in ADAPTIVE_METHODS:
+        check_number("step_size (required by fixed-step methods)", step_size)
 
     with torch.no_grad():
         x = x.detach()
@@ -240,9 +227,12 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             xs, deltas = torchdiffeq.odeint(func, state0, ts, rtol=rtol, atol=atol,
                                             method=method, options=options)
         except AssertionError as err:
-            if "max_num_steps" in str(err) or "underflow" in str(err):
-                raise _solve_error(flow, err, b, rtol, atol, max_steps) from None
-            raise
+            failure = ode_failure(err, what="the likelihood's probability-flow ODE solve",
+                                  t=float(flow.t_last), samples=[int(flow.worst)], batch=b,
+                                  rtol=rtol, atol=atol, max_steps=max_steps)
+            if failure is None:
+                raise
+            raise failure from None
         z, delta = xs[-1], deltas[-1]
         nlls = -(_prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
         stderr = nlls.std(1) / math.sqrt(nlls.shape[1]) if nlls.shape[1] > 1 else None
@@ -250,8 +240,8 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
 
 
 # -- bits per dim -------------------------------------------------------------------------------
-def dequantize(x: Tensor, *, draws: int = 1, generator: torch.Generator | None = None
-               ) -> Tensor:
+def dequantize(x: Tensor, *, draws: int = 1, generator: torch.Generator | None = None,
+               check: bool = True) -> Tensor:
     """Uniformly dequantize 8-bit images scaled to [-1, 1].
 
     An image with levels k in {0, ..., 255} is x = k / 127.5 - 1 (torchvision's [0, 1] times 2
@@ -262,6 +252,8 @@ def dequantize(x: Tensor, *, draws: int = 1, generator: torch.Generator | None =
         x: (B, *D) images on the 8-bit grid in [-1, 1].
         draws: dequantization draws per image.
         generator: source of u.
+        check: check that x is finite, in [-1, 1] and on the 8-bit grid (host syncs); a training
+            loop passes False.
 
     Returns:
         (draws, B, *D) dequantized images.
@@ -269,19 +261,20 @@ def dequantize(x: Tensor, *, draws: int = 1, generator: torch.Generator | None =
     Raises:
         ValueError: x lies outside [-1, 1] or off the 8-bit grid (e.g. already dequantized).
     """
-    _check_batch(x)
-    if not (isinstance(draws, int) and draws >= 1):
-        raise ValueError(f"dequant_draws must be an int >= 1, got {draws!r}")
-    lo, hi = x.min().item(), x.max().item()
-    if lo < -1 or hi > 1:
-        raise ValueError(f"x must be 8-bit images scaled to [-1, 1], got values in "
-                         f"[{lo:.6g}, {hi:.6g}]")
+    check_int("dequant_draws", draws)
     levels = (x + 1) * 127.5
     k = levels.round()
-    off = (levels - k).abs().max().item()
-    if off > 1e-3:
-        raise ValueError(f"x must lie on the 8-bit grid k / 127.5 - 1, k = 0..255; a value is "
-                         f"{off:.3g} levels off it (pass quantized images, not dequantized ones)")
+    if check:
+        _check_batch(x)
+        lo, hi = x.min().item(), x.max().item()
+        if lo < -1 or hi > 1:
+            raise ValueError(f"x must be 8-bit images scaled to [-1, 1], got values in "
+                             f"[{lo:.6g}, {hi:.6g}]")
+        off = (levels - k).abs().max().item()
+        if off > 1e-3:
+            raise ValueError(f"x must lie on the 8-bit grid k / 127.5 - 1, k = 0..255; a value is "
+                             f"{off:.3g} levels off it (pass quantized images, not dequantized "
+                             "ones)")
     u = torch.rand((draws, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
     return (k + u) / 128 - 1
 
@@ -376,25 +369,21 @@ def nll_bound(sde: SDE, score_fn: ScoreFn, x: Tensor, *, time_samples: int = 256
     """
     _check_batch(x)
     check_t_eps(sde, t_eps)
-    if not (isinstance(time_samples, int) and time_samples >= 2):
-        raise ValueError(f"time_samples must be an int >= 2, got {time_samples!r}")
+    check_int("time_samples", time_samples, 2)
     b, n, dt = x.shape[0], x[0].numel(), x.dtype
     if chunk_size is None:
         chunk_size = max(1, min(time_samples, 2**22 // x.numel()))
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size)
 
     def kernel(t: Tensor) -> tuple[Tensor, Tensor]:
-        """a_{t|s}, sigma_{t|s} in float64 (the difference of variances cancels near s)."""
-        s = torch.full_like(t, t_eps)
-        a = sde.alpha(t) / sde.alpha(s)
-        var = sde.sigma(t) ** 2 - a**2 * sde.sigma(s) ** 2
-        return a, var.clamp_min(torch.finfo(dt).tiny).sqrt()
+        """a_{t|s}, sigma_{t|s} from s = t_eps, in float64; sigma_{t|s} > 0 at t = s too."""
+        a, sig = sde.transition(t_eps, t, check=False)
+        return a, sig.clamp_min(torch.finfo(dt).tiny ** 0.5)
 
     with torch.no_grad():
         x = x.detach()
-        t_end = torch.tensor([sde.T], dtype=torch.float64, device=x.device)
-        a_T, sig_T = (v.item() for v in kernel(t_end))
+        ends = SDEGrid(sde, torch.tensor([sde.T, t_eps], dtype=torch.float64))
+        a_T, sig_T = ends.kernel_scale.item(), ends.kernel_std.item()
         drift_term = -n * math.log(a_T)
         if prior_logp is None:  # E[-log N(a x + sigma z; 0, p^2 I)] exactly
             prior = -sde.prior_logp(a_T * x) + n * sig_T**2 / (2 * sde.prior_std**2)
@@ -404,8 +393,8 @@ def nll_bound(sde: SDE, score_fn: ScoreFn, x: Tensor, *, time_samples: int = 256
             t = sample_time(sde, c * b, t_eps=t_eps, importance=importance, generator=generator,
                             dtype=torch.float64, device=x.device)
             a, sig = kernel(t)
-            weight = sde.diffusion(t) ** 2 / time_density(sde, t, t_eps=t_eps,
-                                                          importance=importance)
+            weight = sde.diffusion(t, check=False) ** 2 / time_density(
+                sde, t, t_eps=t_eps, importance=importance, check=False)
             xc = x.repeat(c, *([1] * (x.ndim - 1)))
             z = torch.randn(xc.shape, generator=generator, dtype=dt, device=x.device)
             mean, sig_b = append_dims(a.to(dt), x.ndim) * xc, append_dims(sig.to(dt), x.ndim)

@@ -31,18 +31,11 @@ import math
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib import SDE, append_dims
+from score_sde.sde_lib import SDE, ScoreFn, append_dims, check_number, x0_from_score
 from score_sde.solvers.operators import LinearOperator, matrix_operator
-from score_sde.solvers.result import ScoreFn
 
 METHODS = ("dps", "pigdm", "replacement")
 _EIGEN_MAX = 1 << 22  # M * N up to which pigdm solves with an eigendecomposition of A A^T
-
-
-def _number(name: str, value: float, ok: bool, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
 
 
 class _GramSolver:
@@ -101,11 +94,9 @@ def measurement_guidance(sde: SDE, score_fn: ScoreFn, operator: LinearOperator |
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    noise_std = _number("noise_std", noise_std, math.isfinite(noise_std) and noise_std >= 0,
-                        "a finite number >= 0")
-    scale = _number("scale", scale, math.isfinite(scale) and scale >= 0, "a finite number >= 0")
-    data_std = _number("data_std", data_std, math.isfinite(data_std) and data_std >= 0,
-                       "a finite number >= 0")
+    noise_std = check_number("noise_std", noise_std, strict=False)
+    scale = check_number("scale", scale, strict=False)
+    data_std = check_number("data_std", data_std, strict=False)
     op = operator if isinstance(operator, LinearOperator) else matrix_operator(operator)
     y = torch.as_tensor(y)
     if y.numel() % op.num_measurements != 0 or not bool(torch.isfinite(y).all()):
@@ -126,11 +117,12 @@ def measurement_guidance(sde: SDE, score_fn: ScoreFn, operator: LinearOperator |
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         target = _rows(y, x)
-        alpha, sigma = sde.alpha(t).to(x), sde.sigma(t).to(x)
+        alpha, sigma = sde.alpha(t, check=False).to(x), sde.sigma(t, check=False).to(x)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             score = score_fn(x_in, t)
-            x0_hat = (x_in + append_dims(sigma**2, x.ndim) * score) / append_dims(alpha, x.ndim)
+            x0_hat = x0_from_score(x_in, score, append_dims(alpha, x.ndim),
+                                   append_dims(sigma, x.ndim))
             a_x0 = op(x0_hat)
             if solve is None:  # dps
                 objective = -((target - a_x0) ** 2).sum() / (2 * noise_std**2)
@@ -161,7 +153,8 @@ def _replacement(sde: SDE, score_fn: ScoreFn, op: LinearOperator, y: Tensor,
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         target, idx = _rows(y, x), known.to(x.device)
-        alpha, sigma = sde.alpha(t).to(x)[:, None], sde.sigma(t).to(x)[:, None]
+        alpha = sde.alpha(t, check=False).to(x)[:, None]
+        sigma = sde.sigma(t, check=False).to(x)[:, None]
         score = score_fn(x, t).flatten(1).clone()
         x_k = x.flatten(1)[:, idx]
         score[:, idx] = -(x_k - alpha * target) / (sigma**2 + alpha**2 * noise_std**2)

@@ -10,25 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib import SDE
+from score_sde.sde_lib import SDE, ScoreFn, check_int, check_number, randn_like
 from score_sde.solvers import grids
-from score_sde.solvers.result import (
-    Callback,
-    CountingScore,
-    SampleResult,
-    ScoreFn,
-    Trajectory,
-    initial_state,
-    randn_like,
-)
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, initial_state
 from score_sde.solvers.stepping import (
-    GridCoefficients,
-    LinearSteps,
     ancestral_coefficients,
     em_coefficients,
     reverse_diffusion_coefficients,
     run_linear_steps,
-    tweedie,
 )
 
 PREDICTORS = {
@@ -65,10 +54,10 @@ def euler_maruyama(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *
         SampleResult with x (B, *D) and nfe = len(ts) - 1 (+ 1 with denoise).
     """
     x_T = initial_state(sde, x_T, generator)
-    ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
-    coefs = em_coefficients(GridCoefficients.on(sde, ts))
-    return run_linear_steps(score_fn, x_T, ts, coefs, generator=generator, callback=callback,
-                            return_trajectory=return_trajectory, sde=sde, denoise=denoise)
+    on_grid = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    return run_linear_steps(on_grid, score_fn, x_T, em_coefficients(on_grid), generator=generator,
+                            callback=callback, return_trajectory=return_trajectory,
+                            denoise=denoise)
 
 
 def langevin_step(x: Tensor, score: Tensor, z: Tensor, *, snr: float,
@@ -131,35 +120,22 @@ def predictor_corrector(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ..
         raise ValueError(f"predictor must be one of {tuple(PREDICTORS)}, got {predictor!r}")
     if corrector not in CORRECTORS:
         raise ValueError(f"corrector must be one of {CORRECTORS}, got {corrector!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-        raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
-    if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not snr > 0:
-        raise ValueError(f"snr must be a number > 0, got {snr!r}")
+    check_int("n_steps", n_steps, 0)
+    check_number("snr", snr)
     x_T = initial_state(sde, x_T, generator)
-    ts = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
-    c = GridCoefficients.on(sde, ts)
-    pred: LinearSteps = PREDICTORS[predictor](c)
-    n_corr = n_steps if corrector == "langevin" else 0
-    if n_corr == 0:
-        return run_linear_steps(score_fn, x_T, ts, pred, generator=generator, callback=callback,
-                                return_trajectory=return_trajectory, sde=sde, denoise=denoise)
+    on_grid = grids.resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
+    corrector_steps = n_steps if corrector == "langevin" else 0
+    alpha_ratio = (on_grid.kernel_scale**2).tolist()
+    t_x = on_grid.times_like(x_T)
 
-    score = CountingScore(score_fn)
-    alpha_ratio = ((c.alpha_t / c.alpha_s) ** 2).tolist()
-    t_list, t_x = ts.tolist(), ts.to(device=x_T.device, dtype=x_T.dtype)
-    batch, x = x_T.shape[0], x_T
-    record = Trajectory(return_trajectory, callback)
-    record.record(0, t_list[0], x)
-    for i, (c_x, c_s, c_z) in enumerate(zip(pred.c_x.tolist(), pred.c_score.tolist(),
-                                            pred.c_noise.tolist())):
-        x = c_x * x + c_s * score(x, t_x[i].expand(batch))
-        if c_z != 0:
-            x = x + c_z * randn_like(x, generator)
-        t_s = t_x[i + 1].expand(batch)
-        for _ in range(n_corr):
+    def langevin(i: int, x: Tensor, score: CountingScore) -> Tensor:
+        t_s = t_x[i + 1].expand(x.shape[0])
+        for _ in range(corrector_steps):
             x = langevin_step(x, score(x, t_s), randn_like(x, generator), snr=snr,
                               alpha_ratio=alpha_ratio[i])
-        record.record(i + 1, t_list[i + 1], x)
-    if denoise:
-        x = tweedie(sde, score, x, t_list[-1])
-    return SampleResult(x=x, nfe=score.nfe, trajectory=record.stacked(), ts=ts)
+        return x
+
+    return run_linear_steps(on_grid, score_fn, x_T, PREDICTORS[predictor](on_grid),
+                            generator=generator, callback=callback,
+                            return_trajectory=return_trajectory, denoise=denoise,
+                            corrector=langevin if corrector_steps else None)

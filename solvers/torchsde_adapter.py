@@ -19,9 +19,9 @@ import torch
 import torchsde
 from torch import Tensor
 
-from score_sde.sde_lib import SDE, append_dims
-from score_sde.solvers import grids
-from score_sde.solvers.result import Callback, CountingScore, SampleResult, ScoreFn, initial_state
+from score_sde.sde_lib import SDE, ScoreFn, SDEGrid, append_dims, check_number, check_t_eps
+from score_sde.solvers.grids import check_steps
+from score_sde.solvers.result import Callback, CountingScore, SampleResult, StepLog, initial_state
 
 ITO_METHODS = ("euler", "milstein", "srk")
 STRATONOVICH_METHODS = ("reversible_heun", "midpoint", "heun", "euler_heun", "log_ode_midpoint")
@@ -41,15 +41,15 @@ class ReverseTimeSDE(torch.nn.Module):
     def __init__(self, sde: SDE, score_fn: ScoreFn, shape: torch.Size, sde_type: str):
         super().__init__()
         self.sde, self.shape, self.sde_type = sde, shape, sde_type
-        self.score = score_fn if isinstance(score_fn, CountingScore) else CountingScore(score_fn)
+        self.score = CountingScore(score_fn)
 
     def f(self, s: Tensor, y: Tensor) -> Tensor:
         x = y.reshape(self.shape)
         t = (-s).to(x.dtype).expand(x.shape[0])
-        return -self.sde.reverse_drift(x, t, self.score(x, t)).flatten(1)
+        return -self.sde.reverse_drift(x, t, self.score(x, t), check=False).flatten(1)
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
-        g = self.sde.diffusion((-s).to(y.dtype).expand(y.shape[0]))
+        g = self.sde.diffusion((-s).to(y.dtype).expand(y.shape[0]), check=False)
         return append_dims(g, y.ndim).expand_as(y)
 
 
@@ -131,31 +131,30 @@ def torchsde_reverse(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...],
         raise ValueError(f"method must be one of {ITO_METHODS + STRATONOVICH_METHODS}, "
                          f"got {method!r}")
     if ts is None:
-        grids.uniform(sde, 1, t_eps=t_eps)  # validates t_eps
+        check_t_eps(sde, t_eps)
         ts = torch.tensor([sde.T, t_eps], dtype=torch.float64)
-    ts = grids.check_grid(sde, ts)
-    span = ts[0].item() - ts[-1].item()
+    on_grid = SDEGrid(sde, ts)
+    span = on_grid.times[0] - on_grid.times[-1]
+    setting = "rtol" if adaptive else "steps" if dt is None else "dt"
     if dt is None:
-        grids.uniform(sde, steps)  # validates steps
+        check_steps(steps)
         dt = span / steps * (1 + 1e-9)  # exactly `steps` steps despite rounding in t + k dt
-    elif isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-        raise ValueError(f"dt must be a number > 0, got {dt!r}")
+    else:
+        check_number("dt", dt)
     if bm is None:
         if entropy is None:
             device = None if generator is None else generator.device
             entropy = int(torch.randint(2**62, (), generator=generator, device=device).item())
-        bm = brownian_interval(sde, x_T, ts[-1].item(), entropy=entropy, tol=brownian_tol)
+        bm = brownian_interval(sde, x_T, on_grid.times[-1], entropy=entropy, tol=brownian_tol)
     drift = ReverseTimeSDE(sde, score_fn, x_T.shape, sde_type)
-    s = (-ts).to(device=x_T.device)  # float64 times: float32 sums of dt would add a step
+    s = (-on_grid.ts).to(device=x_T.device)  # float64 times: float32 sums of dt would add a step
     with warnings.catch_warnings():
         # torchsde warns that adaptive Euler needs additive noise; ours is (declared "diagonal"
         # only so that g stays (B, d) rather than torchsde's additive (B, d, d)).
         warnings.filterwarnings("ignore", message=".*adaptive time-stepping with the Euler")
         ys = torchsde.sdeint(drift, x_T.flatten(1), s, bm=bm, method=method, dt=dt,
                              adaptive=adaptive, rtol=rtol, atol=atol)
-    xs = ys.reshape(len(ts), *x_T.shape)
-    if callback is not None:
-        for i, (t, x) in enumerate(zip(ts.tolist(), xs)):
-            callback(i, t, x)
-    return SampleResult(x=xs[-1], nfe=drift.score.nfe,
-                        trajectory=xs if return_trajectory else None, ts=ts)
+    log = StepLog(return_trajectory, callback)
+    for i, (t, x) in enumerate(zip(on_grid.times, ys.reshape(-1, *x_T.shape))):
+        log.record(i, t, x)
+    return log.result(ys[-1].reshape(x_T.shape), drift.score.nfe, setting=setting)

@@ -19,8 +19,7 @@ few-step sampler's error, and the best place depends on the data, not only on th
        error (dpm_solver_multistep takes them).
 The pilot error is the RMS over the pilot of ||x - x_ref|| / sqrt(D), the sampler's x against the
 reference solution's. Step 3 fits the pilot (the held-out quarter guards against the worst of it):
-use a pilot of about 1000+ draws and judge the grid on other draws (bench/samplers.py does). Grids
-from step 1 need no search and suit 20+ steps; step 3 pays off at 5-20 steps (bench/README.md).
+use a pilot of about 1000+ draws and judge the grid on other draws.
 Related: Chen et al. 2024 ("GITS", dynamic programming on a pilot trajectory), Sabour et al. 2024
 ("Align Your Steps"); error equidistribution is the classical mesh-design rule for ODE solvers.
 """
@@ -37,12 +36,11 @@ import scipy.optimize
 import torch
 from torch import Tensor
 
-from score_sde.sde_lib import SDE, check_t_eps
+from score_sde.sde_lib import SDE, ScoreFn, SDEGrid, check_int, check_t_eps
 from score_sde.solvers import grids
 from score_sde.solvers.exponential import dpm_solver_multistep
 from score_sde.solvers.ode import probability_flow
-from score_sde.solvers.result import SampleResult, ScoreFn
-from score_sde.solvers.stepping import tweedie
+from score_sde.solvers.result import SampleResult
 
 Sampler = Callable[..., SampleResult]
 
@@ -79,7 +77,7 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
         x_pilot: (B, *D) draws of the prior p_T, like the x_T the grid will be used from (not them).
         steps: the grid's number of steps (its NFE for a multistep sampler).
         sampler: sampler(sde, score_fn, x_T, ts=ts) -> SampleResult, the one the grid is for;
-            default UniPC-3 (`dpm_solver_multistep(order=3, corrector=True)`).
+            default UniPC-3 (`dpm_solver_multistep(order=3, corrector="unipc")`).
         order: the sampler's order p, for the equidistribution (1 DDIM, 2 for 2M, 3 for UniPC-3).
         t_eps: the grid's last time (> 0: the log-SNR must be finite).
         floor: the density floor, a fraction of the mean density (>= 0).
@@ -100,18 +98,19 @@ def tune_grid(sde: SDE, score_fn: ScoreFn, x_pilot: Tensor, steps: int, *,
                          f"{tuple(x_pilot.shape) if isinstance(x_pilot, Tensor) else x_pilot!r}")
     for name, value, least in (("order", order, 1), ("search_evals", search_evals, 0),
                                ("points", points, order + 3)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        check_int(name, value, least)
     if not (isinstance(floor, (int, float)) and floor >= 0):
         raise ValueError(f"floor must be a number >= 0, got {floor!r}")
     if shift and not search_evals:
         raise ValueError("shift=True searches the evaluation times: give it search_evals > 0")
-    sampler = sampler or functools.partial(dpm_solver_multistep, order=3, corrector=True)
+    sampler = sampler or functools.partial(dpm_solver_multistep, order=3, corrector="unipc")
     lam = 0.5 * torch.linspace(*grids.log_snr_ends(sde, t_eps), points, dtype=torch.float64)
-    fine = grids.from_log_snr(sde, 2 * lam, t_eps)
-    paths = probability_flow(sde, score_fn, x_pilot, ts=fine, rtol=rtol, atol=atol,
+    fine = SDEGrid(sde, grids.from_log_snr(sde, 2 * lam, t_eps))
+    paths = probability_flow(sde, score_fn, x_pilot, ts=fine.ts, rtol=rtol, atol=atol,
                              return_trajectory=True).trajectory
-    x0_hat = torch.stack([tweedie(sde, score_fn, x, t) for x, t in zip(paths, fine.tolist())])
+    t_pilot = fine.times_like(x_pilot)
+    x0_hat = torch.stack([fine.x0_from_score(x, score_fn(x, t_pilot[i].expand(len(x))), i)
+                          for i, x in enumerate(paths)])
 
     def pilot_error(kwargs: dict[str, Tensor], part: slice = slice(None)) -> float:
         x = sampler(sde, score_fn, x_pilot[part], **kwargs).x

@@ -4,8 +4,8 @@ data reaches the Bayes accuracy given by the exact posterior p_t(k | x_t), and g
 import pytest
 import torch
 
-from score_sde.models import NoisyClassifier, NoisyConvClassifier, classifier_loss
-from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.models import NoisyClassifier, NoisyConvClassifier
+from score_sde.sde_lib import VPSDE, GaussianMixture, classifier_loss
 from score_sde.solvers import euler_maruyama
 from score_sde.solvers.guidance import classifier_guidance
 
@@ -22,7 +22,7 @@ def trained():
     g = torch.Generator().manual_seed(1)
     for _ in range(400):
         x0, y = GM.sample(256, generator=g, return_components=True)
-        loss = classifier_loss(clf, SDE, x0, y, generator=g)
+        loss = classifier_loss(SDE, clf, x0, y, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -83,7 +83,7 @@ def test_conv_classifier_learns_noisy_images():
     g = torch.Generator().manual_seed(1)
     for _ in range(300):
         x0, k = gm.sample(64, generator=g, return_components=True)
-        loss = classifier_loss(clf, sde, x0, k // 2, generator=g)
+        loss = classifier_loss(sde, clf, x0, k // 2, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -106,15 +106,15 @@ def test_shapes_and_validation():
     x, y = torch.zeros(5, 2), torch.tensor([0, 1, 2, 0, 1])
     assert clf(x, torch.full((5,), 0.5)).shape == (5, 3)
     assert clf(x, 0.5).shape == (5, 3)
-    assert classifier_loss(clf, SDE, x, y, generator=torch.Generator()).ndim == 0
+    assert classifier_loss(SDE, clf, x, y, generator=torch.Generator()).ndim == 0
     with pytest.raises(ValueError, match="num_classes"):
         NoisyClassifier(2, 1)
     with pytest.raises(ValueError, match="x must have shape"):
         clf(torch.zeros(5, 3), 0.5)
     with pytest.raises(ValueError, match=r"y must lie in \[0, K\)"):
-        classifier_loss(clf, SDE, x, torch.tensor([0, 1, 3, 0, 1]))
+        classifier_loss(SDE, clf, x, torch.tensor([0, 1, 3, 0, 1]))
     with pytest.raises(ValueError, match="y must be an integer tensor"):
-        classifier_loss(clf, SDE, x, y.float())
+        classifier_loss(SDE, clf, x, y.float())
     conv = NoisyConvClassifier(3, 4, width=8, depth=2, embed_dim=8)
     assert conv(torch.zeros(2, 3, 8, 12), torch.tensor([0.1, 0.9])).shape == (2, 4)
     with pytest.raises(ValueError, match="divisible"):

@@ -28,7 +28,7 @@ def test_two_training_steps_on_random_32x32_images(arch, sde, channels):
     t, noise = torch.rand(4, generator=gen) * 0.9 + 0.05, torch.randn(x0.shape, generator=gen)
     losses = []
     for _ in range(2):
-        loss = dsm_loss(model, sde, x0, t=t, noise=noise)
+        loss = dsm_loss(sde, model, x0, t=t, noise=noise)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -38,7 +38,7 @@ def test_two_training_steps_on_random_32x32_images(arch, sde, channels):
     assert len(moved) == len(before)
     model.eval()
     with torch.no_grad():
-        assert dsm_loss(model, sde, x0, t=t, noise=noise).item() < losses[0]
+        assert dsm_loss(sde, model, x0, t=t, noise=noise).item() < losses[0]
 
 
 def test_labels_and_the_null_label():

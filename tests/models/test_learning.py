@@ -28,6 +28,19 @@ def relative_error(model, gm, sde, gen, per_time=100):
                          slice(10 * per_time, n))]
 
 
+def train(model, sde, gm, steps, batch, lr, ema=None):
+    """Adam on the eps-weighted DSM loss of draws of gm, updating ema after each step."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        loss = dsm_loss(sde, model, gm.sample(batch, generator=gen), t_eps=1e-3, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+
+
 def test_small_mlp_learns_the_exact_score_of_a_gaussian():
     """250 Adam steps of the eps-parameterised DSM loss on N((1, -0.5), 0.5^2 I) under the VP SDE:
     the learned score is within a few percent of the exact one at every noise level (t >= 0.05),
@@ -39,14 +52,7 @@ def test_small_mlp_learns_the_exact_score_of_a_gaussian():
     ema = EMA(model, decay=0.99, warmup=True)
     assert relative_error(model, gm, sde, torch.Generator().manual_seed(2)) == [1.0, 1.0, 1.0]
 
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(250):
-        loss = dsm_loss(model, sde, gm.sample(256, generator=gen), t_eps=1e-3, generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ema.update(model)
+    train(model, sde, gm, 250, 256, 3e-3, ema)
 
     errors = relative_error(model, gm, sde, torch.Generator().manual_seed(2))
     assert max(errors) < 0.05, errors
@@ -65,12 +71,6 @@ def test_small_unet_learns_the_exact_score_of_image_gaussians():
     gm = GaussianMixture(torch.stack([(xx * yy)[None], (xx + yy)[None] / 2]), 0.2)
     net = UNet(1, channels=16, num_res_blocks=1, attn_resolutions=(4,), image_size=8)
     model = ScoreModel(net, sde, prediction="eps")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(60):
-        loss = dsm_loss(model, sde, gm.sample(32, generator=gen), t_eps=1e-3, generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train(model, sde, gm, 60, 32, 2e-3)
     errors = relative_error(model, gm, sde, torch.Generator().manual_seed(2), per_time=20)
     assert max(errors) < 0.2, errors

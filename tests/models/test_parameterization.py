@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from score_sde.models.parameterization import PREDICTIONS, convert, eps_and_x0, to_score, to_v, to_x0
+from score_sde.models.parameterization import PREDICTIONS, convert, eps_and_x0
 from score_sde.sde_lib import VESDE, VPSDE, SubVPSDE
 
 D64 = torch.float64
@@ -64,8 +64,8 @@ def test_v_on_vp_is_the_familiar_rotation():
     torch.testing.assert_close(alpha**2 + sigma**2, torch.ones_like(alpha), rtol=0, atol=1e-14)
     v = torch.randn(5, 3, dtype=D64)
     a, s = alpha[:, None], sigma[:, None]
-    torch.testing.assert_close(to_x0(v, x_t, alpha, sigma, "v"), a * x_t - s * v)
-    torch.testing.assert_close(to_v(q["eps"], x_t, alpha, sigma, "eps"), q["v"])
+    torch.testing.assert_close(convert(v, x_t, alpha, sigma, source="v", target="x0"), a * x_t - s * v)
+    torch.testing.assert_close(convert(q["eps"], x_t, alpha, sigma, source="eps", target="v"), q["v"])
 
 
 def test_ve_v_uses_alpha_one():
@@ -74,15 +74,15 @@ def test_ve_v_uses_alpha_one():
     x_t, alpha, sigma, q = truth(sde, (6, 2))
     torch.testing.assert_close(alpha, torch.ones_like(alpha), rtol=0, atol=0)
     torch.testing.assert_close(q["v"], q["eps"] - sigma[:, None] * q["x0"], rtol=0, atol=0)
-    torch.testing.assert_close(to_score(q["v"], x_t, alpha, sigma, "v"), q["score"])
+    torch.testing.assert_close(convert(q["v"], x_t, alpha, sigma, source="v", target="score"), q["score"])
 
 
 def test_bad_arguments_raise():
     x = torch.zeros(4, 2)
     a = s = torch.ones(4)
-    with pytest.raises(ValueError, match="prediction must be one of .* got 'noise'"):
-        to_score(x, x, a, s, "noise")
+    with pytest.raises(ValueError, match="source must be one of .* got 'noise'"):
+        convert(x, x, a, s, source="noise", target="score")
     with pytest.raises(ValueError, match="target must be one of"):
         convert(x, x, a, s, source="eps", target="sample")
     with pytest.raises(ValueError, match=r"output must have the shape of x_t \(4, 2\)"):
-        to_score(torch.zeros(4, 3), x, a, s, "eps")
+        convert(torch.zeros(4, 3), x, a, s, source="eps", target="score")

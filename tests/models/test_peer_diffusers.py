@@ -5,7 +5,7 @@ sigma_t taken from its own alphas_cumprod (alpha^2 = abar, sigma^2 = 1 - abar)."
 import pytest
 import torch
 
-from score_sde.models.parameterization import to_v, to_x0
+from score_sde.models.parameterization import convert
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -25,7 +25,7 @@ def test_velocity_matches_diffusers():
     abar = sched.alphas_cumprod[steps]
     alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
     x_t = sched.add_noise(x0, eps, steps)
-    torch.testing.assert_close(to_v(eps, x_t, alpha, sigma, "eps"),
+    torch.testing.assert_close(convert(eps, x_t, alpha, sigma, source="eps", target="v"),
                                sched.get_velocity(x0, eps, steps), rtol=1e-5, atol=1e-5)
 
 
@@ -38,5 +38,5 @@ def test_x0_estimate_matches_diffusers(kind, step):
     abar = sched.alphas_cumprod[step].expand(3)
     alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
     theirs = sched.step(out, step, x_t, generator=gen).pred_original_sample
-    torch.testing.assert_close(to_x0(out, x_t, alpha, sigma, KINDS[kind]), theirs, rtol=1e-4,
-                               atol=1e-4)
+    ours = convert(out, x_t, alpha, sigma, source=KINDS[kind], target="x0")
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)

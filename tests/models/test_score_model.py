@@ -94,7 +94,7 @@ def test_eps_dsm_loss_with_sigma2_weighting_is_the_eps_mse(name, randomize):
     x0 = torch.randn(64, 2, generator=gen, dtype=D64)
     t = 1e-3 + (sde.T - 1e-3) * torch.rand(64, generator=gen, dtype=D64)
     z = torch.randn(64, 2, generator=gen, dtype=D64)
-    loss = dsm_loss(model, sde, x0, weighting="sigma2", t=t, noise=z, t_eps=1e-3)
+    loss = dsm_loss(sde, model, x0, weighting="sigma2", t=t, noise=z, t_eps=1e-3)
     mean, sigma = sde.marginal(x0, t)
     eps_pred = net(mean + sigma[:, None] * z, t)
     want = (eps_pred - z).pow(2).sum(1).mean()

@@ -204,11 +204,12 @@ def test_guided_sampling_with_every_solver(cond_run, name):
 
 
 def test_guided_samples_are_classifier_free_guidance(cond_run):
-    """The CLI's samples are those of solvers.cfg over the run's model, and label=null gives the
-    null label's (unconditional) samples."""
+    """The CLI's samples are those of solvers.classifier_free_guidance over the run's model, and
+    label=null gives the null label's (unconditional) samples."""
     run = load_run(cond_run)
     for over, score_fn in (
-            (["label=5", "guidance.scale=3"], solvers.cfg(run.model, 5, 3.0, null_label=8)),
+            (["label=5", "guidance.scale=3"],
+             solvers.classifier_free_guidance(run.model, 5, 3.0, null_label=8)),
             ([], lambda x, t: run.model(x, t, torch.full((x.shape[0],), 8)))):
         cfg = _sample_cfg(cond_run, "ddim", *over)
         gen = torch.Generator().manual_seed(distributed.block_seed(0, 0))  # the first block's

@@ -22,7 +22,7 @@ def run(tmp_path_factory):
 
 
 def test_sample_on_a_tuned_grid(run, capsys):
-    solver = ["solver=dpm_solver_multistep", "solver.steps=6", "solver.corrector=true"]
+    solver = ["solver=dpm_solver_multistep", "solver.steps=6", "solver.corrector=unipc"]
     assert main(["sample", f"run={run}", "n=12", *solver, "tune.pilot=64",
                  "tune.search_evals=20", "tune.shift=true"]) == 0
     out = capsys.readouterr().out

@@ -18,7 +18,7 @@ def mixture():
 
 
 def per_sample(sde, score_fn, x0, weighting, t, z):
-    return dsm_loss(score_fn, sde, x0, weighting=weighting, t=t, noise=z, reduction="none")
+    return dsm_loss(sde, score_fn, x0, weighting=weighting, t=t, noise=z, reduction="none")
 
 
 @pytest.mark.parametrize("name", SDES)
@@ -70,7 +70,7 @@ def test_importance_sampling_is_unbiased_and_lowers_the_variance(name):
     for importance in (False, True):
         g = torch.Generator().manual_seed(1)
         x0 = gm.sample(n, generator=g)
-        loss = dsm_loss(score, sde, x0, weighting="likelihood", t_eps=t_eps,
+        loss = dsm_loss(sde, score, x0, weighting="likelihood", t_eps=t_eps,
                         importance_sampling=importance, generator=g, reduction="none")
         mean, se = loss.mean().item(), loss.std().item() / math.sqrt(n)
         stats[importance] = loss.var().item()
@@ -107,7 +107,7 @@ def test_sigma2_weighting_is_the_ddpm_eps_loss():
     z = torch.randn_like(x0)
     eps_hat = torch.randn_like(x0)
     score_fn = lambda x, t: -eps_hat / sde.sigma(t)[:, None, None, None]  # noqa: E731
-    loss = dsm_loss(score_fn, sde, x0, t=t, noise=z, reduction="none")
+    loss = dsm_loss(sde, score_fn, x0, t=t, noise=z, reduction="none")
     torch.testing.assert_close(loss, (eps_hat - z).flatten(1).pow(2).sum(1))
 
 
@@ -115,8 +115,8 @@ def test_loss_is_reproducible_with_a_generator_and_differentiable():
     sde, x0 = VPSDE(), torch.randn(16, 2)
     w = torch.ones(2, requires_grad=True)
     score_fn = lambda x, t: -x * w  # noqa: E731
-    a = dsm_loss(score_fn, sde, x0, generator=torch.Generator().manual_seed(5))
-    b = dsm_loss(score_fn, sde, x0, generator=torch.Generator().manual_seed(5))
+    a = dsm_loss(sde, score_fn, x0, generator=torch.Generator().manual_seed(5))
+    b = dsm_loss(sde, score_fn, x0, generator=torch.Generator().manual_seed(5))
     assert a.item() == b.item()
     a.backward()
     assert w.grad is not None and torch.isfinite(w.grad).all()

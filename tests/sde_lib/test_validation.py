@@ -17,6 +17,16 @@ from score_sde.sde_lib import VESDE, VPSDE, GaussianMixture, SubVPSDE, dsm_loss
     (lambda: VESDE(sigma_min=0.0), "sigma_min"),
     (lambda: VESDE(sigma_min=1.0, sigma_max=0.5), "sigma_max"),
     (lambda: VESDE(T=-1.0), "T"),
+    (lambda: VPSDE(beta_max=float("inf")), "beta_max must be a finite number"),
+    (lambda: VPSDE(beta_min=float("nan")), "beta_min must be a finite number"),
+    (lambda: VPSDE(schedule="cosine", cosine_s=float("inf")), "cosine_s"),
+    (lambda: VESDE(sigma_max=float("inf")), "sigma_max must be a finite number"),
+    (lambda: VESDE(sigma_min=float("nan")), "sigma_min"),
+    (lambda: VPSDE(T=float("inf")), "T"),
+    (lambda: GaussianMixture(torch.tensor([[0.0, float("nan")]]), 1.0), "means must be finite"),
+    (lambda: GaussianMixture(torch.zeros(2, 3), torch.tensor([1.0, float("inf")])), "stds"),
+    (lambda: GaussianMixture(torch.zeros(2, 3), 1.0, torch.tensor([1.0, float("inf")])),
+     "weights"),
     (lambda: VPSDE().alpha(1.5), r"\[0, T\]"),
     (lambda: VPSDE().sigma(torch.tensor([0.5, -0.1])), r"\[0, T\]"),
     (lambda: VPSDE().diffusion(float("nan")), r"\[0, T\]"),
@@ -50,12 +60,18 @@ def _score(x, t):
     ({"t": torch.full((4,), 2.0)}, "t must lie"),
     ({"noise": torch.randn(4, 3)}, "noise"),
     ({"reduction": "sum"}, "reduction"),
+    ({"x0": torch.tensor([[0.0, 1.0], [float("nan"), 0.0], [0.0, 0.0], [1.0, 1.0]])},
+     r"x0 has non-finite values in samples \[1\]"),
+    ({"x0": torch.zeros(0, 2)}, "empty batch"),
+    ({"x0": torch.zeros(4)}, "x0 must be a floating tensor of shape"),
 ])
 def test_dsm_loss_rejects_bad_input(kwargs, match):
+    kwargs = dict(kwargs)
+    x0 = kwargs.pop("x0", torch.randn(4, 2))
     with pytest.raises(ValueError, match=match):
-        dsm_loss(_score, VPSDE(), torch.randn(4, 2), **kwargs)
+        dsm_loss(VPSDE(), _score, x0, **kwargs)
 
 
 def test_dsm_loss_rejects_a_score_of_the_wrong_shape():
     with pytest.raises(ValueError, match="score_fn"):
-        dsm_loss(lambda x, t: x[:, :1], VPSDE(), torch.randn(4, 2))
+        dsm_loss(VPSDE(), lambda x, t: x[:, :1], torch.randn(4, 2))

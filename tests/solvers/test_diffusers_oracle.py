@@ -1,6 +1,6 @@
 """A peer as oracle: diffusers' DDIMScheduler, set up with the betas of our VP SDE
 (`VPSDE.discrete_betas`) and fed the same analytic eps model, gives our DDIM's samples to 1e-5;
-its UniPCMultistepScheduler gives our dpm_solver_multistep(corrector=True) on the same grid.
+its UniPCMultistepScheduler gives our dpm_solver_multistep(corrector="unipc") on the same grid.
 
 The cosine VP is used because its discrete betas are exact: prod_{j<=k} (1 - b_j) = alpha(k T/N)^2,
 so both sides integrate the same discrete process. diffusers keeps alphas_cumprod in float32; we
@@ -79,7 +79,7 @@ def test_unipc_matches_diffusers_unipc_scheduler(steps):
     sched.set_timesteps(steps)
     ks = sched.timesteps.tolist()
     ts = torch.tensor([(k + 1) * sde.T / N_TRAIN for k in ks] + [sde.T / N_TRAIN], dtype=torch.float64)
-    ours = solvers.dpm_solver_multistep(sde, score, x_T, ts=ts, order=order, corrector=True)
+    ours = solvers.dpm_solver_multistep(sde, score, x_T, ts=ts, order=order, corrector="unipc")
     x = x_T
     for k in ks:
         t = torch.full((x.shape[0],), (k + 1) * sde.T / N_TRAIN, dtype=x.dtype)

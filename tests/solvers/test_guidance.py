@@ -8,7 +8,7 @@ import torch
 from score_sde.models import MLP, ScoreModel
 from score_sde.sde_lib import VPSDE, GaussianMixture
 from score_sde.solvers import ddim, euler_maruyama
-from score_sde.solvers.guidance import cfg, classifier_guidance
+from score_sde.solvers.guidance import classifier_free_guidance, classifier_guidance
 
 D64 = torch.float64
 SDE = VPSDE()
@@ -57,13 +57,14 @@ def test_conditional_score_is_the_component_score_and_both_guidances_agree():
     gm, k = SEPARATED, 1
     single = GaussianMixture(gm.means[k:k + 1], gm.stds[k:k + 1])
     score_y = LabelScore(gm)
-    torch.testing.assert_close(cfg(score_y, k, 1.0, null_label=3)(x, t), single.score(x, t, SDE),
-                               rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(cfg(score_y, k, 0.0, null_label=3)(x, t), gm.score(x, t, SDE),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(classifier_free_guidance(score_y, k, 1.0, null_label=3)(x, t),
+                               single.score(x, t, SDE), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(classifier_free_guidance(score_y, k, 0.0, null_label=3)(x, t),
+                               gm.score(x, t, SDE), rtol=1e-12, atol=1e-12)
     for w in (0.5, 2.0, 4.0):
-        free = cfg(score_y, k, w, null_label=3)(x, t)
-        torch.testing.assert_close(cfg(score_y, k, w)(x, t), free, rtol=1e-12, atol=1e-12)
+        free = classifier_free_guidance(score_y, k, w, null_label=3)(x, t)
+        torch.testing.assert_close(classifier_free_guidance(score_y, k, w)(x, t), free,
+                                   rtol=1e-12, atol=1e-12)
         guided = classifier_guidance(lambda x, t: gm.score(x, t, SDE), exact_classifier(gm), k, w)
         torch.testing.assert_close(guided(x, t), free, rtol=1e-9, atol=1e-9)
 
@@ -75,10 +76,10 @@ def test_cfg_calls_the_network_once_per_evaluation():
     for kwargs, w, calls, rows in (({"null_label": 3}, 2.0, 1, 16), ({}, 2.0, 2, 16),
                                    ({"null_label": 3}, 0.0, 1, 8), ({}, 1.0, 1, 8)):
         score_y = LabelScore(SEPARATED)
-        cfg(score_y, 0, w, **kwargs)(x, t)
+        classifier_free_guidance(score_y, 0, w, **kwargs)(x, t)
         assert (score_y.calls, score_y.rows) == (calls, rows)
     score_y = LabelScore(SEPARATED)
-    result = euler_maruyama(SDE, cfg(score_y, 0, 2.0, null_label=3), x, steps=7)
+    result = euler_maruyama(SDE, classifier_free_guidance(score_y, 0, 2.0, null_label=3), x, steps=7)
     assert result.nfe == score_y.calls == 7
 
 
@@ -94,10 +95,10 @@ def test_cfg_over_a_class_conditional_score_model():
     t, y = torch.full((6,), 0.3, dtype=D64), torch.tensor([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
         s_y, s_null = model(x, t, y), model(x, t, torch.full((6,), 3))
-        guided = cfg(model, y, 2.5, null_label=3)(x, t)
+        guided = classifier_free_guidance(model, y, 2.5, null_label=3)(x, t)
     torch.testing.assert_close(guided, s_null + 2.5 * (s_y - s_null), rtol=1e-12, atol=1e-12)
     assert not torch.allclose(s_y, s_null)
-    result = ddim(SDE, cfg(model, y, 2.5, null_label=3), x, steps=3)
+    result = ddim(SDE, classifier_free_guidance(model, y, 2.5, null_label=3), x, steps=3)
     assert result.nfe == 3 and result.x.shape == x.shape and bool(torch.isfinite(result.x).all())
 
 
@@ -116,7 +117,7 @@ def test_scale_one_samples_the_asked_class(kind):
     posterior exceeds 0.99; the mean matches mu_k within 5 standard errors."""
     gm, k = SEPARATED, 2
     if kind == "free":
-        score_fn = cfg(LabelScore(gm), k, 1.0, null_label=3)
+        score_fn = classifier_free_guidance(LabelScore(gm), k, 1.0, null_label=3)
     else:
         score_fn = classifier_guidance(lambda x, t: gm.score(x, t, SDE), exact_classifier(gm), k,
                                        1.0)
@@ -139,8 +140,8 @@ def test_scale_above_one_sharpens():
         200_000, generator=torch.Generator().manual_seed(3))
     exact_purity = gm.posterior(exact)[:, 0].mean()
     score_y = LabelScore(gm)
-    x1 = sample(cfg(score_y, 0, 1.0, null_label=2))
-    x3 = sample(cfg(score_y, 0, 3.0, null_label=2))
+    x1 = sample(classifier_free_guidance(score_y, 0, 1.0, null_label=2))
+    x3 = sample(classifier_free_guidance(score_y, 0, 3.0, null_label=2))
     assert abs(gm.posterior(x1)[:, 0].mean() - exact_purity) < 0.02
     assert abs(x1[:, 0].std() - 0.5) < 0.03
     assert gm.posterior(x3)[:, 0].mean() > 0.93
@@ -151,17 +152,17 @@ def test_scale_above_one_sharpens():
 def test_validation():
     score_y, x, t = LabelScore(SEPARATED), torch.zeros(4, 2, dtype=D64), torch.full((4,), 0.5)
     with pytest.raises(ValueError, match="scale"):
-        cfg(score_y, 0, -1.0, null_label=3)
+        classifier_free_guidance(score_y, 0, -1.0, null_label=3)
     with pytest.raises(ValueError, match="scale"):
         classifier_guidance(score_y, exact_classifier(SEPARATED), 0, -0.5)
     with pytest.raises(ValueError, match="y must lie in"):
-        cfg(score_y, 3, 2.0, null_label=3)
+        classifier_free_guidance(score_y, 3, 2.0, null_label=3)
     with pytest.raises(ValueError, match="y must"):
-        cfg(score_y, torch.tensor([0.5]), 2.0, null_label=3)
+        classifier_free_guidance(score_y, torch.tensor([0.5]), 2.0, null_label=3)
     with pytest.raises(ValueError, match="null_label"):
-        cfg(score_y, 0, 2.0, null_label=0)
+        classifier_free_guidance(score_y, 0, 2.0, null_label=0)
     with pytest.raises(ValueError, match="shape"):
-        cfg(score_y, torch.tensor([0, 1]), 2.0, null_label=3)(x, t)
+        classifier_free_guidance(score_y, torch.tensor([0, 1]), 2.0, null_label=3)(x, t)
     with pytest.raises(ValueError, match="y must"):
         classifier_guidance(lambda x, t: x, exact_classifier(SEPARATED), -1, 1.0)
     with pytest.raises(ValueError, match=r"= \[0, 3\)"):

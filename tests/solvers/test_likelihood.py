@@ -9,6 +9,7 @@ import torch
 from solver_oracles import discrete_vp
 
 from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
+from score_sde.solvers import SolverError
 from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
 from score_sde.solvers.likelihood import log_likelihood
 
@@ -212,8 +213,9 @@ def test_step_limit_names_the_sample_that_needs_small_steps():
         wobble[3] = 50 * torch.sin(2000 * t[3])
         return score_fn(y, t) + wobble
 
-    with pytest.raises(RuntimeError, match=r"max_steps = 20.*sample 3 \(of 8\).*Loosen"):
+    with pytest.raises(SolverError, match=r"max_steps = 20.*samples \[3\] \(of 8\).*Loosen") as err:
         log_likelihood(sde, stiff, x, max_steps=20)
+    assert err.value.samples == [3] and err.value.setting == "max_steps" and 0 < err.value.t < 1
 
 
 def test_non_finite_score_names_the_samples():
@@ -223,5 +225,6 @@ def test_non_finite_score_names_the_samples():
         s = score_fn(y, t)
         return torch.where(torch.arange(len(y))[:, None] == 6, float("nan"), s)
 
-    with pytest.raises(RuntimeError, match=r"non-finite.*samples \[6\]"):
+    with pytest.raises(SolverError, match=r"non-finite.*samples \[6\]") as err:
         log_likelihood(sde, broken, x)
+    assert err.value.samples == [6]

@@ -180,3 +180,32 @@ def test_samplers_run_on_cuda_with_a_cpu_generator(sampler):
                   steps=8)
     assert gpu.x.device.type == "cuda"
     torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-9, atol=1e-9)
+
+
+EVERY_SAMPLER = [
+    (solvers.euler_maruyama, dict(steps=5)),
+    (solvers.predictor_corrector, dict(steps=5, n_steps=2)),
+    (solvers.probability_flow, dict(method="rk4", steps=5)),
+    (solvers.probability_flow, dict(rtol=1e-3, atol=1e-3)),
+    (solvers.ddim, dict(steps=5)),
+    (solvers.ddpm_ancestral, dict(steps=5)),
+    (solvers.torchsde_reverse, dict(steps=5, entropy=1)),
+    (solvers.dpm_solver_multistep, dict(steps=5, order=3, corrector="unipc")),
+    (solvers.dpm_solver_singlestep, dict(steps=3, order=3)),
+    (solvers.heun, dict(steps=5, churn=2.0)),
+    (solvers.adaptive_sde, dict(rtol=0.1, atol=0.1)),
+    (solvers.impute, dict(steps=5, known=torch.zeros(3, dtype=D64), mask=torch.tensor([1, 0, 0]),
+                          sampler=solvers.heun)),
+]
+
+
+@pytest.mark.parametrize("sampler, settings", EVERY_SAMPLER,
+                         ids=lambda v: getattr(v, "__name__", ""))
+def test_nfe_counts_this_calls_evaluations_with_a_pre_used_counter(sampler, settings):
+    """A CountingScore that has counted 5 calls already: nfe is this call's count alone."""
+    score = Counter()
+    pre_used = solvers.CountingScore(score)
+    for _ in range(5):
+        pre_used(X, torch.full((8,), 0.5, dtype=D64))
+    out = sampler(VPSDE(), pre_used, X, generator=torch.Generator().manual_seed(0), **settings)
+    assert out.nfe > 0 and pre_used.nfe == score.calls == 5 + out.nfe

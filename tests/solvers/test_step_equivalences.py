@@ -102,6 +102,14 @@ def test_reverse_diffusion_predictor_is_score_sde_s(sde_name):
     assert out.nfe == 20
 
 
+def _em_step(sde, score, x, t, s, g):
+    """x - (f_t x - g_t^2 score) (t - s) + g_t sqrt(t - s) z, written out."""
+    tt = torch.tensor(t, dtype=D64)
+    f, g2 = sde.drift_coef(tt).item(), sde.diffusion(tt).item() ** 2
+    return x - (f * x - g2 * score(x, _t(x, t))) * (t - s) + (g2 * (t - s)) ** 0.5 * torch.randn(
+        x.shape, generator=g, dtype=D64)
+
+
 def test_euler_maruyama_uses_the_actual_grid_spacing_and_tweedie_denoises():
     sde, score, x_T = _setup("subvp")
     ts = grids.quadratic(sde, 25)
@@ -110,11 +118,7 @@ def test_euler_maruyama_uses_the_actual_grid_spacing_and_tweedie_denoises():
     g = torch.Generator().manual_seed(2)
     x = x_T
     for t, s in zip(ts[:-1].tolist(), ts[1:].tolist()):
-        tt = torch.tensor(t, dtype=D64)
-        f, g2 = sde.drift_coef(tt).item(), sde.diffusion(tt).item() ** 2
-        h = t - s
-        x = x - (f * x - g2 * score(x, _t(x, t))) * h + (g2 * h) ** 0.5 * torch.randn(
-            x.shape, generator=g, dtype=D64)
+        x = _em_step(sde, score, x, t, s, g)
     a, s = _coef(sde, ts[-1].item())
     x = (x + s**2 * score(x, _t(x, ts[-1].item()))) / a
     torch.testing.assert_close(out.x, x, rtol=1e-10, atol=1e-10)
@@ -133,10 +137,7 @@ def test_predictor_corrector_runs_predictor_first_then_langevin_at_the_new_time(
     g = torch.Generator().manual_seed(9)
     x = x_T
     for t, s in zip(ts[:-1].tolist(), ts[1:].tolist()):
-        tt = torch.tensor(t, dtype=D64)
-        f, g2 = sde.drift_coef(tt).item(), sde.diffusion(tt).item() ** 2
-        x = x - (f * x - g2 * score(x, _t(x, t))) * (t - s) + (g2 * (t - s)) ** 0.5 * torch.randn(
-            x.shape, generator=g, dtype=D64)
+        x = _em_step(sde, score, x, t, s, g)
         ratio = _coef(sde, t)[0] ** 2 / _coef(sde, s)[0] ** 2
         for _ in range(m):
             grad = score(x, _t(x, s))

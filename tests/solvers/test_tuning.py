@@ -16,7 +16,7 @@ from score_sde.solvers.tuning import equidistributed, tune_grid
 
 D64 = torch.float64
 T_EPS = 1e-3
-UNIPC3 = functools.partial(dpm_solver_multistep, order=3, corrector=True)
+UNIPC3 = functools.partial(dpm_solver_multistep, order=3, corrector="unipc")
 
 
 def mixture() -> GaussianMixture:

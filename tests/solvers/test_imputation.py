@@ -7,7 +7,7 @@ from solver_oracles import exact_score
 
 from score_sde.sde_lib import VPSDE, GaussianMixture
 from score_sde.solvers import adaptive_sde, ddim, euler_maruyama, heun, predictor_corrector
-from score_sde.solvers.inpainting import impute
+from score_sde.solvers.imputation import impute
 
 D64 = torch.float64
 SDE = VPSDE()
@@ -27,8 +27,8 @@ def conditional_x2(gm, x1):
 def run(gm, sampler, n, seed=0, **settings):
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, 2, generator=g, dtype=D64)
-    return impute(sampler, SDE, exact_score(gm, SDE), x_T, KNOWN_X1, MASK_X1, generator=g,
-                  **settings)
+    return impute(SDE, exact_score(gm, SDE), x_T, known=KNOWN_X1, mask=MASK_X1, sampler=sampler,
+                  generator=g, **settings)
 
 
 def test_independent_coordinates_are_imputed_exactly():
@@ -55,8 +55,8 @@ def test_sub_grids_reproduce_the_sampler(sampler, settings, nfe):
     x_T = torch.randn(16, 2, generator=g, dtype=D64)
     score = exact_score(GaussianMixture(torch.tensor([[1.0, -1.0]], dtype=D64), 0.5), SDE)
     ts = torch.linspace(1.0, 1e-3, 13, dtype=D64)
-    result = impute(sampler, SDE, score, x_T, torch.zeros(2, dtype=D64), torch.zeros(2), ts=ts,
-                    generator=g, **settings)
+    result = impute(SDE, score, x_T, known=torch.zeros(2, dtype=D64), mask=torch.zeros(2),
+                    sampler=sampler, ts=ts, generator=g, **settings)
     whole = sampler(SDE, score, x_T, ts=ts, generator=torch.Generator().manual_seed(1),
                     **settings)
     assert result.nfe == whole.nfe == nfe
@@ -105,19 +105,19 @@ def test_validation():
     score = exact_score(CORRELATED, SDE)
     known, mask = torch.zeros(2, dtype=D64), torch.tensor([1, 0])
     with pytest.raises(ValueError, match="mask must have the shape"):
-        impute(ddim, SDE, score, x_T, known, torch.ones(3), steps=2)
+        impute(SDE, score, x_T, known=known, mask=torch.ones(3), sampler=ddim, steps=2)
     with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
-        impute(ddim, SDE, score, x_T, known, torch.tensor([2, 0]), steps=2)
+        impute(SDE, score, x_T, known=known, mask=torch.tensor([2, 0]), sampler=ddim, steps=2)
     with pytest.raises(ValueError, match="known must have the shape"):
-        impute(ddim, SDE, score, x_T, torch.zeros(4, 3, dtype=D64), mask, steps=2)
+        impute(SDE, score, x_T, known=torch.zeros(4, 3, dtype=D64), mask=mask, sampler=ddim, steps=2)
     with pytest.raises(ValueError, match="known must be a floating-point"):
-        impute(ddim, SDE, score, x_T, torch.zeros(2, dtype=torch.long), mask, steps=2)
+        impute(SDE, score, x_T, known=torch.zeros(2, dtype=torch.long), mask=mask, sampler=ddim, steps=2)
     with pytest.raises(ValueError, match="resample"):
-        impute(ddim, SDE, score, x_T, known, mask, steps=2, resample=-1)
+        impute(SDE, score, x_T, known=known, mask=mask, sampler=ddim, steps=2, resample=-1)
     with pytest.raises(ValueError, match="grid-based sampler"):
-        impute(adaptive_sde, SDE, score, x_T, known, mask, steps=2)
+        impute(SDE, score, x_T, known=known, mask=mask, sampler=adaptive_sde, steps=2)
     with pytest.raises(ValueError, match="denoise"):
-        impute(euler_maruyama, SDE, score, x_T, known, mask, steps=2, denoise=True)
+        impute(SDE, score, x_T, known=known, mask=mask, sampler=euler_maruyama, steps=2, denoise=True)
 
 
 def test_image_inpainting_with_a_per_pixel_mask():
@@ -132,8 +132,8 @@ def test_image_inpainting_with_a_per_pixel_mask():
     mask[..., :2] = 1
     known = torch.full((1, 4, 4), 3.0, dtype=D64)
     g = torch.Generator().manual_seed(0)
-    result = impute(ddim, SDE, exact_score(gm, SDE), torch.randn(2000, 1, 4, 4, generator=g,
-                    dtype=D64), known, mask, steps=100, eta=1.0, generator=g)
+    result = impute(SDE, exact_score(gm, SDE), torch.randn(2000, 1, 4, 4, generator=g, dtype=D64),
+                    known=known, mask=mask, sampler=ddim, steps=100, eta=1.0, generator=g)
     unknown = result.x[..., 2:]
     assert bool((result.x[..., :2] == 3.0).all())
     assert abs((unknown.mean(0) - means[0, ..., 2:]).mean().item()) < 4 * 0.5 / (8 * 2000) ** 0.5
