@@ -24,7 +24,6 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -288,7 +287,8 @@ def _check_device(device: str) -> None:
 
 def _check_nll(s: Any, prefix: str) -> None:
     """The NLLSettings of `s`, their keys written with `prefix` ("eval." or "")."""
-    from score_sde.solvers.likelihood import ADAPTIVE_METHODS, DIVERGENCES, FIXED_METHODS
+    from score_sde.solvers.likelihood import DIVERGENCES
+    from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS
 
     _check(s.divergence in DIVERGENCES, f"{prefix}divergence", s.divergence, f"one of {DIVERGENCES}")
     _check(s.probes >= 1, f"{prefix}probes", s.probes, "an int >= 1")
