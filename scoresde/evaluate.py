@@ -24,9 +24,8 @@ from torch import Tensor
 from score_sde import distributed, plots, solvers
 from score_sde.console import bar
 from score_sde.data import Dataset
-from score_sde.sde_lib import SDE
+from score_sde.sde_lib import SDE, ScoreFn
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 GRID_MAX = 256  # images in a sample picture (a 16 x 16 grid); the picture's title states the cap
 
 

@@ -11,19 +11,27 @@ from score_sde.models import EMA, MLP, ScoreModel
 from score_sde.sde_lib import VPSDE, dsm_loss, sample_time
 
 SETTINGS = [dict(weighting="likelihood", importance_sampling=True),
-            dict(weighting="sigma2", importance_sampling=False)]
+            dict(weighting="sigma2", importance_sampling=False),
+            dict(weighting="sigma2", importance_sampling=False, num_classes=3)]
+IDS = ["likelihood_is", "sigma2", "labels"]
 
 
 def _training_step(device: str, settings: dict):
+    settings = dict(settings)
+    classes = settings.pop("num_classes", None)
     sde, gen = VPSDE(), torch.Generator(device).manual_seed(0)
-    model = ScoreModel(MLP(2, hidden=16, depth=1, embed_dim=8).to(device), sde)
+    model = ScoreModel(MLP(2, hidden=16, depth=1, embed_dim=8, num_classes=classes).to(device), sde)
     opt, ema = torch.optim.AdamW(model.parameters(), lr=1e-3), EMA(model, 0.99)
     x0 = torch.randn(32, 2, generator=gen, device=device)
+    y = None if classes is None else torch.randint(classes + 1, (32,), generator=gen, device=device)
+
+    def score_fn(x, t):
+        return model(x, t, y)
 
     def step():
         t = sample_time(sde, 32, t_eps=1e-3, importance=settings["importance_sampling"],
                         generator=gen)
-        loss = dsm_loss(sde, model, x0, t_eps=1e-3, t=t, generator=gen, check=False, **settings)
+        loss = dsm_loss(sde, score_fn, x0, t_eps=1e-3, t=t, generator=gen, check=False, **settings)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -32,7 +40,7 @@ def _training_step(device: str, settings: dict):
     return step
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=["likelihood_is", "sigma2"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=IDS)
 def test_a_training_step_makes_no_host_sync(settings, host_syncs):
     step = _training_step("cpu", settings)
     step()
@@ -54,7 +62,7 @@ def test_the_default_check_is_the_one_sync(host_syncs):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("settings", SETTINGS, ids=["likelihood_is", "sigma2"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=IDS)
 def test_a_training_step_makes_no_cuda_sync(settings):
     step = _training_step("cuda", settings)
     step()
