@@ -93,7 +93,8 @@ def class_picture(x: Tensor, labels: Tensor, data: Dataset, path: Path, *, title
         rows = x.reshape(k, per_class, *x.shape[1:])[:, :m].reshape(k * m, *x.shape[1:])
         return plots.image_grid(rows, path, nrow=m, title=title)
     if data.shape == (2,):
-        return plots.class_scatter(x, labels, data.test, data.test_labels, path, title=title)
+        return plots.scatter(x, data.test, path, title=title, labels=labels,
+                             data_labels=data.test_labels)
     return None
 
 

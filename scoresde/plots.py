@@ -62,34 +62,14 @@ def _limits(*arrays: np.ndarray) -> tuple[float, float]:
     return float(lo - pad), float(hi + pad)
 
 
-def scatter(samples: Tensor, data: Tensor, path: str | Path, *, title: str = "") -> Path:
-    """Two panels with shared axes: the data, then the model's samples. Both (N, 2)."""
-    for key, v in (("samples", samples), ("data", data)):
-        if v.ndim != 2 or v.shape[1] != 2:
-            raise ValueError(f"{key} must have shape (N, 2), got {tuple(v.shape)}")
-    s, d = samples.detach().float().cpu().numpy(), data.detach().float().cpu().numpy()
-    lim = _limits(s[:, 0], s[:, 1], d[:, 0], d[:, 1])
-    fig = Figure(figsize=(9, 4.5))
-    for k, (arr, name) in enumerate(((d, f"data ({len(d)})"), (s, f"samples ({len(s)})"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        ax.scatter(arr[:, 0], arr[:, 1], s=2, alpha=0.5, linewidths=0, color=f"C{k}")
-        ax.set_xlim(lim)
-        ax.set_ylim(lim)
-        ax.set_aspect("equal")
-        ax.set_title(name)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
-
-
-def class_scatter(samples: Tensor, labels: Tensor, data: Tensor, data_labels: Tensor | None,
-                  path: str | Path, *, title: str = "") -> Path:
-    """Two panels with shared axes, points coloured by class: the data (by their labels, if given),
-    then the samples (by the class asked for).
+def scatter(samples: Tensor, data: Tensor, path: str | Path, *, title: str = "",
+            labels: Tensor | None = None, data_labels: Tensor | None = None) -> Path:
+    """Two panels with shared axes: the data, then the model's samples, each panel in one colour or,
+    where labels are given, points coloured by class.
 
     Args:
-        samples: (N, 2) samples; labels: (N,) their classes.
-        data: (M, 2) data points; data_labels: (M,) their classes or None.
+        samples: (N, 2) samples; labels: (N,) the classes asked for, or None.
+        data: (M, 2) data points; data_labels: (M,) their classes, or None.
     """
     for key, v in (("samples", samples), ("data", data)):
         if v.ndim != 2 or v.shape[1] != 2:
@@ -97,10 +77,11 @@ def class_scatter(samples: Tensor, labels: Tensor, data: Tensor, data_labels: Te
     s, d = samples.detach().float().cpu().numpy(), data.detach().float().cpu().numpy()
     lim = _limits(s[:, 0], s[:, 1], d[:, 0], d[:, 1])
     fig = Figure(figsize=(9, 4.5))
-    panels = ((d, data_labels, f"data ({len(d)})"), (s, labels, f"samples by class ({len(s)})"))
+    panels = ((d, data_labels, f"data ({len(d)})"),
+              (s, labels, f"samples{'' if labels is None else ' by class'} ({len(s)})"))
     for k, (arr, lab, name) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
-        colour = "C0" if lab is None else [f"C{int(c) % 10}" for c in lab.tolist()]
+        colour = f"C{k}" if lab is None else [f"C{int(c) % 10}" for c in lab.tolist()]
         size = float(np.clip(8000 / len(arr), 2, 12))  # few points: bigger, opaque dots
         ax.scatter(arr[:, 0], arr[:, 1], s=size, alpha=0.5 if size < 6 else 0.9, linewidths=0,
                    c=colour)

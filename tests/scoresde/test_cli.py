@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from tiny_runs import TINY
+from tiny_runs import TINY, TINY_DIGITS
 
 from score_sde import commands
 from score_sde.cli import main
@@ -263,10 +263,7 @@ def test_completion_script_completes_overrides(tmp_path):
 def test_digits_run_reports_bits_per_dim(tmp_path, capsys):
     """The image path end to end: U-Net, dequantized training, a sample grid, test bits/dim."""
     run = tmp_path / "run"
-    over = ["experiment=digits-vp", "logger=none", "train.steps=2", "train.batch_size=8",
-            "progress=false", "model.net.channels=8", "model.net.norm_groups=4",
-            "eval.n_samples=4", "eval.nll_points=4", "eval.rtol=1e-2", "eval.atol=1e-2",
-            "eval.gmm_baseline=false", "solver.steps=3"]
+    over = ["experiment=digits-vp", *TINY_DIGITS, "eval.gmm_baseline=false"]
     assert main(["train", f"run={run}", *over]) == 0
     out = capsys.readouterr().out
     assert "bits/dim" in out

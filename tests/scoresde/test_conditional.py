@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_runs import TINY
+from tiny_runs import TINY, TINY_DIGITS
 
 from score_sde import commands, distributed, solvers
 from score_sde.build import build_data, build_solver, load_run
@@ -309,10 +309,7 @@ def test_digits_cond_preset_end_to_end(tmp_path, capsys):
     """The preset's whole path on a tiny U-Net: train, unconditional bits/dim, per-class
     pictures at scales 0, 1, 3 with the judge's verdicts, then a guided sample."""
     run = tmp_path / "run"
-    over = ["experiment=digits-cond", "logger=none", "train.steps=2", "train.batch_size=8",
-            "progress=false", "model.net.channels=8", "model.net.norm_groups=4",
-            "eval.n_samples=4", "eval.nll_points=4", "eval.rtol=1e-2", "eval.atol=1e-2",
-            "eval.per_class=2", "solver.steps=3"]
+    over = ["experiment=digits-cond", *TINY_DIGITS, "eval.per_class=2"]
     assert main(["train", f"run={run}", *over]) == 0
     out = capsys.readouterr().out
     assert "bits/dim" in out and "judged to be of the asked-for class (2 per class)" in out

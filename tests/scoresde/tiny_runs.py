@@ -9,3 +9,10 @@ TINY = [
     "model.net.embed_dim=8", "eval.n_samples=16", "eval.nll_points=8", "eval.rtol=1e-3",
     "eval.atol=1e-3", "solver.steps=5",
 ]
+
+# a digits preset (experiment=...) on a 2-step, 8-channel U-Net with a 4-point evaluation
+TINY_DIGITS = [
+    "logger=none", "train.steps=2", "train.batch_size=8", "progress=false", "model.net.channels=8",
+    "model.net.norm_groups=4", "eval.n_samples=4", "eval.nll_points=4", "eval.rtol=1e-2",
+    "eval.atol=1e-2", "solver.steps=3",
+]
