@@ -2,7 +2,11 @@
 trained run from its folder.
 
 Everything with a `_target_` is built by `hydra.utils.instantiate`, so a wrong key in
-`conf/sde/*.yaml` or `conf/model/*.yaml` fails here, at start, naming the constructor.
+`conf/sde/*.yaml` or `conf/model/*.yaml` fails here, at start, naming the constructor; and only
+after `score_sde.targets` has checked that the target is one of this project's builders.
+Rebuilding a run executes nothing from its folder: config.yaml is read as data and checked
+(`score_sde.run_folder`), the checkpoint is loaded with `weights_only=True`, and config.yaml must
+agree with the config stored in the checkpoint on everything that defines the model.
 """
 
 from __future__ import annotations
@@ -17,21 +21,25 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from score_sde import models
 from score_sde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from score_sde.config import CONFIG_FILE
+from score_sde.config import CHECKPOINT_DIR, CONFIG_FILE
 from score_sde.data import Dataset
+from score_sde.run_folder import check_against_checkpoint, read_run_config
 from score_sde.sde_lib import SDE
+from score_sde.targets import checked_node
 
 _SET_BY_APP = ("generator", "callback", "return_trajectory")  # solver keywords the app passes
-CHECKPOINT_DIR = "checkpoints"
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Build the node of slot `key` ("sde", "model.net", "data", "solver") once its target has
+    passed `targets.checked_node`: the resolved node that was checked is what is built."""
+    plain = checked_node(node, key)
     try:
-        return instantiate(node, **kwargs)
+        return instantiate(plain, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ValueError(f"cannot build {key} ({node.get('_target_')}): {cause}") from err
@@ -126,47 +134,87 @@ class TrainedRun:
 
     Attributes:
         cfg: the run's resolved training config.
+        folder: the run folder.
         sde: its SDE.
         model: the score model with the checkpoint's weights (the EMA weights if asked), eval mode.
         checkpoint: the checkpoint file loaded.
         step: the training step of that checkpoint.
+        data_shape: the shape D of one sample the model was trained on.
         num_classes: the classes of a class-conditional run (its null label), else None.
     """
 
     cfg: DictConfig
+    folder: Path
     sde: SDE
     model: models.ScoreModel
     checkpoint: Path
     step: int
+    data_shape: tuple[int, ...]
     num_classes: int | None = None
+
+
+def _check_finite(weights: dict[str, torch.Tensor], path: Path, which: str) -> None:
+    """Refuse weights holding NaN or inf, naming the first tensors and what to load instead."""
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        other = "ema=false (the raw weights), " if which == "EMA" else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds non-finite {which} weights (in {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): the training diverged before it was saved; "
+            f"sample from {other}an earlier checkpoint (checkpoint=<file>) or retrain")
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, ema: bool = True,
              device: str | torch.device = "cpu") -> TrainedRun:
     """Rebuild the SDE and model of a trained run from `<run_dir>/config.yaml` and a checkpoint.
 
+    config.yaml is checked before anything is built (`run_folder.read_run_config`) and must agree
+    with the config stored in the checkpoint on what defines the model; the weights must be finite.
+
     Raises:
-        ValueError: the folder is not a run folder or holds no checkpoint.
-        CheckpointError: the checkpoint cannot be read.
+        ValueError: the folder is not a run folder, its config.yaml is unreadable, builds
+            something other than this project's classes or differs from the checkpoint's in
+            what defines the model; or the folder holds no checkpoint.
+        CheckpointError: the checkpoint cannot be read, does not fit, or holds non-finite weights.
     """
     run_dir = Path(run_dir).expanduser()
-    cfg_file = run_dir / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise ValueError(f"run must be a run folder of `score-sde train` holding {CONFIG_FILE}; "
-                         f"{str(run_dir)!r} has none")
-    cfg = OmegaConf.load(cfg_file)
+    cfg = read_run_config(run_dir)
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir / CHECKPOINT_DIR)
     if path is None:
         raise ValueError(f"run {str(run_dir)!r} holds no checkpoint in {CHECKPOINT_DIR}/ yet")
     state = load_checkpoint(path, map_location="cpu")
+    cfg_file = run_dir / CONFIG_FILE
+    check_against_checkpoint(cfg, state, path, str(cfg_file))
     sde = build_sde(cfg)
     shape = tuple(state["data_shape"])
     num_classes = state.get("num_classes")
     model = build_model(cfg, sde, shape, num_classes)
+    weights, which = (state["ema"]["module"], "EMA") if ema else (state["model"], "model")
     try:
-        model.load_state_dict(state["ema"]["module"] if ema else state["model"])
+        model.load_state_dict(weights)
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model of "
                               f"{cfg_file}: {err}") from err
-    return TrainedRun(cfg, sde, model.to(device).eval().requires_grad_(False), path,
-                      int(state["step"]), num_classes)
+    _check_finite(weights, path, which)
+    return TrainedRun(cfg, run_dir, sde, model.to(device).eval().requires_grad_(False), path,
+                      int(state["step"]), shape, num_classes)
+
+
+def build_run_data(run: TrainedRun) -> Dataset:
+    """The data of a trained run (`build_data` of its config), which must have the sample shape
+    and the classes its checkpoint's model was trained on.
+
+    Raises:
+        ValueError: naming the shape or the number of classes of both.
+    """
+    data = build_data(run.cfg)
+    source = run.folder / CONFIG_FILE
+    if data.shape != run.data_shape:
+        raise ValueError(f"the data of {source} have samples of shape {data.shape}, but the "
+                         f"model of {run.checkpoint} was trained on {run.data_shape}; restore "
+                         f"the data settings in {source}")
+    if run.num_classes is not None and data.num_classes != run.num_classes:
+        raise ValueError(f"the data of {source} have {data.num_classes} classes, but the model "
+                         f"of {run.checkpoint} was trained on {run.num_classes}; restore the data "
+                         f"settings in {source}")
+    return data

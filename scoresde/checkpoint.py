@@ -4,7 +4,10 @@ A checkpoint is a dict of tensors and plain Python values (model, EMA and optimi
 the step, RNG states, the resolved config as a dict), so it loads with
 `torch.load(weights_only=True)`: loading never unpickles code. It is written to a temporary file in
 the same folder, flushed to disk and renamed over the final name, so a crash mid-write leaves the
-previous checkpoints intact; older checkpoints are deleted only after the new one is in place.
+previous checkpoints intact; older checkpoints are deleted only after the new one is in place. A
+write that fails (a full disk) removes its temporary file and says so in one line with the free
+space; one killed mid-write leaves its temporary file, which `remove_temporary_files` deletes when
+the run next starts (under the run's lock, so never another writer's).
 
 Files are named `ckpt_<step:08d>.pt` in `<run>/checkpoints/`.
 """
@@ -19,11 +22,13 @@ from typing import Any
 
 import torch
 
+from score_sde.faults import free_space
+
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read (truncated, corrupt or not a checkpoint)."""
+    """A checkpoint file that cannot be read (truncated, corrupt or not a checkpoint), or written."""
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
@@ -44,6 +49,10 @@ def save_checkpoint(state: dict[str, Any], folder: str | Path, step: int, keep: 
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointError: the write failed (a full disk, ...): the path, the reason and the free
+            space in one line; the previous checkpoints are left as they were.
     """
     if not (isinstance(keep, int) and keep >= 1):
         raise ValueError(f"keep must be an int >= 1, got {keep!r}")
@@ -57,8 +66,10 @@ def save_checkpoint(state: dict[str, Any], folder: str | Path, step: int, keep: 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(_unwritable(path, err)) from err
         raise
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
@@ -82,6 +93,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise CheckpointError(_unreadable(path, "it holds no 'step' and 'model'"))
     return state
+
+
+def _unwritable(path: Path, err: OSError) -> str:
+    older = list_checkpoints(path.parent)
+    kept = f"; the previous checkpoint {str(older[-1])!r} is intact" if older else ""
+    return (f"cannot write checkpoint {str(path)!r}: {err.strerror or err} "
+            f"({free_space(path.parent)}){kept}; free some space and resume the run")
+
+
+def remove_temporary_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that were killed; returns them."""
+    folder = Path(folder)
+    found = sorted(folder.glob(".ckpt_*.tmp")) if folder.is_dir() else []
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def _unreadable(path: Path, why: str) -> str:

@@ -186,6 +186,10 @@ def _train_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], l
                 extra.append("hydra.sweep.subdir=${hydra.job.num}")
     elif "hydra.run.dir" not in given:
         run = cfgs[0].run
+        if run:  # before hydra writes .hydra/ into it
+            from score_sde.run_folder import check_train_folder
+
+            check_train_folder(run)
         if run and (Path(run).expanduser() / CONFIG_FILE).is_file():  # a resume: keep .hydra/
             extra += [f"hydra.run.dir={run}", "hydra.output_subdir=null"]
         elif run:
@@ -197,9 +201,11 @@ def _train_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], l
 
 
 def _remove_if_fresh(run_dir: Path) -> None:
-    """After a failed start: remove the run folder hydra made for it (holding only .hydra/) and
-    the parents that this leaves empty, up to the current folder."""
-    if not run_dir.is_dir() or any(p.name != ".hydra" for p in run_dir.iterdir()):
+    """After a failed start: remove the run folder hydra made for it (holding only .hydra/ and
+    the lock file) and the parents that this leaves empty, up to the current folder."""
+    from score_sde.run_folder import FRESH
+
+    if not run_dir.is_dir() or any(p.name not in FRESH for p in run_dir.iterdir()):
         return
     shutil.rmtree(run_dir)
     cwd = Path.cwd().resolve()
@@ -217,6 +223,7 @@ def _train_task(cfg: Any) -> None:
     from score_sde import distributed
     from score_sde.checkpoint import CheckpointError
     from score_sde.console import show_messages
+    from score_sde.faults import os_error_line
     from score_sde.resume import resume_config
     from score_sde.train import train
 
@@ -227,9 +234,9 @@ def _train_task(cfg: Any) -> None:
         cfg = resume_config(cfg, list(hc.overrides.task), lambda over: compose("train", over))
         with distributed.process_group():  # joined already under torchrun; submitit jobs join here
             res = train(cfg, run_dir)
-    except (ValueError, CheckpointError, FloatingPointError) as err:
+    except (ValueError, CheckpointError, FloatingPointError, OSError) as err:
         _remove_if_fresh(run_dir)
-        _fail(str(err))
+        _fail(os_error_line(err) if isinstance(err, OSError) else str(err))
     if res.interrupted:
         raise SystemExit(130)
 
@@ -321,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `score-sde train --help | head`: the reader left (Python's docs)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # a full disk, a folder that cannot be written, ...
+        from score_sde.faults import os_error_line
+
+        return _error(os_error_line(err))
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from score_sde import distributed

@@ -29,10 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from score_sde import __version__, distributed
 from score_sde import evaluate as ev
-from score_sde.build import build_data, build_solver, load_run, resolve_device
+from score_sde.build import build_run_data, build_solver, load_run, resolve_device
 from score_sde.conditional import guided_score
 from score_sde.config import nll_kwargs, validate_eval
 from score_sde.console import bars_shown, log
+from score_sde.faults import batch_fits
 from score_sde.inpaint import inpainting_solver, load_inpainting
 from score_sde.metrics import MetricsLogger
 from score_sde.samples import save_samples
@@ -96,7 +97,7 @@ def sample(cfg: DictConfig) -> Path | None:
     out = output_folder(cfg.out, Path(cfg.run) / "samples", cfg.run)
     _set_threads(cfg, run.cfg)
     solver = build_solver(cfg)
-    data = build_data(run.cfg)
+    data = build_run_data(run)
     n = cfg.n or (64 if data.is_image else 2000)
     score_fn = guided_score(run.model, run.num_classes, cfg.label, cfg.guidance.scale,
                             run=f"run {cfg.run}")
@@ -128,9 +129,10 @@ def sample(cfg: DictConfig) -> Path | None:
         block_solver = inpainting_solver(solver, inpainting)
         name += "_inpaint"
     start = time.perf_counter()
-    samples = ev.sharded_samples(run.sde, score_fn, solver, n, data.shape, seed=cfg.seed,
-                                 batch_size=cfg.batch_size, device=device, ctx=ctx,
-                                 block_solver=block_solver, progress=show)
+    with batch_fits("batch_size", cfg.batch_size, " (or n)"):
+        samples = ev.sharded_samples(run.sde, score_fn, solver, n, data.shape, seed=cfg.seed,
+                                     batch_size=cfg.batch_size, device=device, ctx=ctx,
+                                     block_solver=block_solver, progress=show)
     seconds = time.perf_counter() - start
     if samples is None:
         return None
@@ -184,15 +186,17 @@ def likelihood(cfg: DictConfig) -> ev.NLLReport | None:
     run = load_run(cfg.run, checkpoint=cfg.checkpoint, ema=cfg.ema, device=device)
     out = output_folder(cfg.out, Path(cfg.run), cfg.run)
     _set_threads(cfg, run.cfg)
-    data = build_data(run.cfg)
+    data = build_run_data(run)
     x = data.test if cfg.data.split == "test" else data.train
     if cfg.data.n:
         x = x[:cfg.data.n]
     start = time.perf_counter()
-    rep = ev.sharded_nll(run.sde, run.model, x.to(device), quantized=data.quantized,
-                         seed=cfg.seed, batch_size=cfg.batch_size,
-                         dequant_draws=cfg.dequant_draws, true_log_prob=data.log_prob, ctx=ctx,
-                         progress=bars_shown(cfg.progress) and ctx.is_main, **nll_kwargs(cfg))
+    with batch_fits("batch_size", cfg.batch_size, " (or chunk_size, dequant_draws)"):
+        rep = ev.sharded_nll(run.sde, run.model, x.to(device), quantized=data.quantized,
+                             seed=cfg.seed, batch_size=cfg.batch_size,
+                             dequant_draws=cfg.dequant_draws, true_log_prob=data.log_prob,
+                             ctx=ctx, progress=bars_shown(cfg.progress) and ctx.is_main,
+                             **nll_kwargs(cfg))
     seconds = time.perf_counter() - start
     if rep is None:
         return None

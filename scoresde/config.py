@@ -7,7 +7,9 @@ have the right type but make no sense (a negative learning rate) are caught by `
 `validate_eval` with a ValueError that names the setting, the value and what is expected.
 
 The groups whose entries are built by hydra's `_target_` (sde, model.net, data, solver) are typed
-`Any` here: their keys are checked by the constructor they name, which is called at start.
+`Any` here: their targets must be this project's builders (`score_sde.targets`, checked by the
+validation, overrides included, before anything is built) and their keys are checked by the
+constructor they name, which is called at start.
 
 This module imports no torch: the CLI's `--help` and shell completion use it.
 """
@@ -200,6 +202,7 @@ SCHEMAS: dict[str, type] = {"train": TrainConfig, "sample": SampleConfig,
                             "likelihood": LikelihoodConfig}
 START_TIME_ENV = "SCORESDE_START_TIME"
 CONFIG_FILE = "config.yaml"  # the resolved config `score-sde train` saves in the run folder
+CHECKPOINT_DIR = "checkpoints"  # the run folder's checkpoints (`score_sde.checkpoint`)
 
 
 def register_configs() -> None:
@@ -324,8 +327,10 @@ def validate_train(cfg: DictConfig) -> None:
     """
     from score_sde.models.parameterization import PREDICTIONS  # torch: not on the --help path
     from score_sde.sde_lib.loss import WEIGHTINGS
+    from score_sde.targets import check_config
 
     check_complete(cfg)
+    check_config(cfg)
     t, e, c = cfg.train, cfg.eval, cfg.checkpoint
     _check_device(cfg.device)
     _check(cfg.threads >= 0, "threads", cfg.threads, ">= 0 (0: torch's default)")
@@ -363,7 +368,10 @@ def validate_train(cfg: DictConfig) -> None:
 def validate_eval(cfg: DictConfig) -> None:
     """Check a composed sample or likelihood config: complete (`check_complete`), and values
     that make sense."""
+    from score_sde.targets import check_config
+
     check_complete(cfg)
+    check_config(cfg)
     _check_device(cfg.device)
     _check(cfg.threads is None or cfg.threads >= 0, "threads", cfg.threads,
            "null (the run's setting) or >= 0")

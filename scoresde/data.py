@@ -199,8 +199,12 @@ def _split(name: str, x: Tensor, labels: Tensor | None, n_test: int | float, see
     """Images x (N, C, H, W) and their labels (N,) or None, split by one random permutation."""
     n = x.shape[0]
     m = int(round(n_test * n)) if isinstance(n_test, float) else int(n_test)
+    if n < 2:
+        raise ValueError(f"data {name!r} holds {n} image(s); training and its test split need "
+                         "at least 2")
     if not 1 <= m < n:
-        raise ValueError(f"n_test must leave at least one training image out of {n}, got {n_test!r}")
+        raise ValueError(f"data.test_fraction = {n_test!r} of {n} images leaves {m} for the "
+                         f"test split and {n - m} for training; both need at least one")
     perm = torch.randperm(n, generator=_gen(seed))
     train, test = perm[m:], perm[:m]
     if labels is None:
@@ -241,6 +245,9 @@ def _as_nchw(a: np.ndarray, source: str) -> np.ndarray:
     if a.ndim != 4:
         raise ValueError(f"images in {source} must have shape (N, H, W), (N, H, W, C) or "
                          f"(N, C, H, W), got {a.shape}")
+    if a.shape[1] not in (1, 3):
+        raise ValueError(f"images in {source} must have 1 (grey) or 3 (RGB) channels, got "
+                         f"{a.shape[1]} in shape {a.shape}; convert them (drop an alpha channel)")
     if a.dtype != np.uint8:
         raise ValueError(f"images in {source} must be uint8 (0..255), got dtype {a.dtype}")
     return a
@@ -255,14 +262,24 @@ def npz(path: str, *, key: str = "x", label_key: str = "y", test_fraction: float
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"data.path must be an existing .npz or .npy file, got {str(p)!r}")
-    arr = np.load(p)
+    try:  # allow_pickle=False: an object array is refused, never unpickled
+        loaded = np.load(p)
+        if isinstance(loaded, np.ndarray):  # a .npy file
+            arrays = {key: loaded}
+        else:
+            with loaded:
+                arrays = dict(loaded)
+    except (ValueError, OSError, EOFError) as err:
+        why = ("not a numpy file, or one of pickled objects" if "pickle" in str(err)
+               else str(err).split(". ")[0])
+        raise ValueError(f"data.path {str(p)!r} is not a .npz or .npy file of plain arrays "
+                         f"({why}); save the images with numpy.savez(path, x=images)") from err
+    if key not in arrays:
+        raise ValueError(f"data.key {key!r} is not in {p}; it holds {sorted(arrays)}")
+    arr = arrays[key]
     labels = None
-    if p.suffix == ".npz":
-        if key not in arr:
-            raise ValueError(f"data.key {key!r} is not in {p}; it holds {sorted(arr.files)}")
-        if label_key in arr:
-            labels = _labels(arr[label_key], arr[key].shape[0], f"{p}[{label_key!r}]")
-        arr = arr[key]
+    if label_key in arrays:
+        labels = _labels(arrays[label_key], arr.shape[0], f"{p}[{label_key!r}]")
     return _split(p.stem, _to_unit(_as_nchw(arr, str(p))), labels, float(test_fraction), seed)
 
 
@@ -276,6 +293,9 @@ def image_folder(path: str, *, size: int = 32, grayscale: bool = False,
     """
     from PIL import Image
 
+    if not (isinstance(size, int) and size >= 1):
+        raise ValueError(f"data.size must be an int >= 1 (the side of the resized images), got "
+                         f"{size!r}")
     root = Path(path).expanduser()
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg",
                                                                       ".bmp"))

@@ -15,22 +15,52 @@ from typing import Any
 METRICS_FILE = "metrics.jsonl"
 
 
+def _parse(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of a metrics file and the numbers of its lines that are not one (a write cut
+    short by a full disk or a kill leaves a partial last line)."""
+    records, bad = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(i)
+    return records, bad
+
+
 def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The records of `<run_dir>/metrics.jsonl` (those of one `kind` if given), in file order."""
+    """The records of `<run_dir>/metrics.jsonl` (those of one `kind` if given), in file order.
+
+    Raises:
+        ValueError: a line is not a record, named with the file and the fix.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, bad = _parse(path)
+    if bad:
+        raise ValueError(f"{path}: line {bad[0]} is not a JSON record (a write cut short?); "
+                         "resuming the run (score-sde train run=<run>) drops it, or delete it")
     return [r for r in records if kind is None or r.get("kind") == kind]
 
 
-def truncate_metrics(run_dir: str | Path, step: int) -> None:
-    """Drop training records after `step` (logged after the checkpoint a run resumes from)."""
+def truncate_metrics(run_dir: str | Path, step: int) -> list[int]:
+    """Drop the records after `step` (logged after the checkpoint a run resumes from, or by a
+    start that was killed before its first checkpoint: step 0) and the lines that are not
+    records; returns the numbers of those lines."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
-        return
-    keep = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        return []
+    records, bad = _parse(path)
+    keep = [r for r in records if r.get("step", 0) <= step]
+    if bad or len(keep) < len(records):
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    return bad
 
 
 def _plain(v: Any) -> Any:

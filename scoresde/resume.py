@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from score_sde.config import CONFIG_FILE
+from score_sde.run_folder import differences, flat, read_run_config
 
 # settings that may change when a run is resumed; anything else must match the saved config
 RESUMABLE = ("train.steps", "train.log_every", "eval.", "checkpoint.", "logger.", "run", "name",
@@ -25,29 +26,21 @@ _ABSENT = object()
 _SHOWN = ", ".join(r + "*" if r.endswith(".") else r for r in RESUMABLE)
 
 
-def flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as {"a.b.c": value}."""
-    if isinstance(cfg, dict):
-        out = {}
-        for k, v in cfg.items():
-            out.update(flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: cfg}
-
-
 def resumable(key: str) -> bool:
     """Whether the setting `key` may differ from the saved config when a run resumes."""
     return any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE)
 
 
 def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
-    """Raise a ValueError listing the settings in which `new` differs from a run's saved config."""
-    a, b = flat(saved), flat(new)
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not resumable(k))
+    """Raise a ValueError listing the settings in which `new` differs from the config stored in
+    the checkpoint a run resumes from (`saved`), which is what was trained."""
+    diff = differences(saved, new, lambda k: not resumable(k))
     if diff:
-        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
-        raise ValueError(f"cannot resume {str(run_dir)!r}: the config differs from the saved one in "
-                         f"{shown}; resume with run= and only resumable overrides ({_SHOWN})")
+        shown = ", ".join(diff[:6])
+        raise ValueError(f"cannot resume {str(run_dir)!r}: the config differs from the one stored "
+                         f"in its checkpoint in {shown} (checkpoint -> now); restore these values "
+                         f"in {Path(run_dir) / CONFIG_FILE} (the checkpoint is what was trained) "
+                         f"and resume with run= and only resumable overrides ({_SHOWN})")
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -73,8 +66,7 @@ def resume_config(composed: DictConfig, overrides: list[str],
         return composed
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    saved = OmegaConf.load(Path(run).expanduser() / CONFIG_FILE)
-    cfg = OmegaConf.merge(OmegaConf.structured(OmegaConf.get_type(composed)), saved)
+    cfg = read_run_config(run)
     cfg.run = composed.run
     before = flat(_plain(cfg))
     refused = []

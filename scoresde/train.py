@@ -32,10 +32,9 @@ which hold the unwrapped model: a checkpoint of N ranks resumes in any number of
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -43,7 +42,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from score_sde import distributed, models, plots
 from score_sde.baselines import gmm_bits_per_dim
@@ -57,18 +55,26 @@ from score_sde.build import (
     conditional_classes,
     resolve_device,
 )
-from score_sde.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from score_sde.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_temporary_files,
+    save_checkpoint,
+)
 from score_sde.conditional import drop_labels, evaluate_classes
 from score_sde.config import validate_train
 from score_sde.console import bar, bars_shown, log, log_file
 from score_sde.data import Dataset
 from score_sde.evaluate import evaluate
+from score_sde.faults import batch_fits
 from score_sde.judge import fit_judge
-from score_sde.metrics import MetricsLogger, read_metrics, truncate_metrics
+from score_sde.metrics import METRICS_FILE, MetricsLogger, read_metrics, truncate_metrics
 from score_sde.report import summary_lines
 from score_sde.resume import check_resumable
+from score_sde.run_folder import check_train_folder, run_lock
 from score_sde.sde_lib import SDE, dsm_loss, sample_time
 from score_sde.solvers import dequantize
+from score_sde.stopping import StopFlag, catch_signals
 
 LOG_FILE = "train.log"
 
@@ -117,35 +123,6 @@ class _NoLogger:
         pass
 
 
-class _StopFlag:
-    """Set by SIGINT / SIGTERM while training; a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint after this step "
-                   "(press Ctrl-C again to abort without saving)")
-
-
-@contextmanager
-def _catch_signals(flag: _StopFlag):
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in old:
-            signal.signal(s, flag)
-    except ValueError:  # not the main thread: leave the handlers alone
-        old = {}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _dry_run(solver: Callable[..., Any], sde: Any, shape: tuple[int, ...], target: str) -> None:
     """Call the solver once on 2 prior draws with a zero score, so that settings it rejects fail
     at start rather than after training."""
@@ -177,7 +154,10 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     """Train (or resume) the run of a composed train config in `run_dir`.
 
     Everything is built and checked (data, SDE, model, solver, the checkpoint to resume from)
-    before anything is written, so a bad setting leaves no trace on disk.
+    before anything but the run's lock file is written, so a bad setting leaves no trace on disk.
+    The lock (`run_folder.run_lock`) is held until the end: one writer per run folder. On a
+    resume the temporary files of a killed checkpoint write are removed, and metrics.jsonl loses
+    the records after the checkpoint's step and any partial line.
 
     Args:
         cfg: a config composed from `conf/train.yaml` (`score_sde.config.compose`), validated here.
@@ -189,14 +169,17 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
         A TrainResult. A stop by SIGINT / SIGTERM saves a checkpoint and returns interrupted=True.
 
     Raises:
-        ValueError: a bad setting, or a resume with a different config.
+        ValueError: a bad setting; a run folder that is not a run, or that another process is
+            training; a resume with a different config, or to fewer steps than its checkpoint's;
+            a batch that does not fit in memory (`faults.batch_fits`).
         FloatingPointError: the loss became NaN or infinite.
-        CheckpointError: the latest checkpoint cannot be read.
+        CheckpointError: the latest checkpoint cannot be read, or a new one cannot be written.
     """
     validate_train(cfg)
     ctx = distributed.context()
     mine = distributed.split_batch(cfg.train.batch_size, ctx)
     run_dir = Path(distributed.broadcast_from_main(str(run_dir), ctx))
+    check_train_folder(run_dir)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     cfg_dict["run"] = str(run_dir)
     t, ev = cfg.train, cfg.eval
@@ -218,25 +201,35 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     ema = models.EMA(model, t.ema_decay, warmup=True)
     gens = {"data": torch.Generator().manual_seed(cfg.seed + 1),
             "noise": torch.Generator(device).manual_seed(cfg.seed + 2)}
-    step = 0
-    last = latest_checkpoint(run_dir / CHECKPOINT_DIR)
-    if last is not None:
-        state = load_checkpoint(last, map_location=device)
-        check_resumable(state["config"], cfg_dict, run_dir)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        _set_rng_states(state["rng"], gens)
-        step = int(state["step"])
-    judge = fit_judge(data) if num_classes is not None and ev.judge and ctx.is_main else None
 
-    run_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before this line
+    run_dir.mkdir(parents=True, exist_ok=True)  # nothing but the lock is written before the checks
     with ExitStack() as stack:
+        if ctx.is_main:  # one writer per run folder: a second trainer stops here
+            stack.enter_context(run_lock(run_dir))
+        step, last = 0, latest_checkpoint(run_dir / CHECKPOINT_DIR)
+        if last is not None:
+            state = load_checkpoint(last, map_location=device)
+            check_resumable(state["config"], cfg_dict, run_dir)
+            step = int(state["step"])
+            if step > t.steps:
+                raise ValueError(f"train.steps must be at least the step of {last} to resume it, "
+                                 f"got {t.steps} < {step}; give train.steps={step} or more "
+                                 "(equal: evaluate it again)")
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            _set_rng_states(state["rng"], gens)
+        judge = fit_judge(data) if num_classes is not None and ev.judge and ctx.is_main else None
         if ctx.is_main:
             stack.enter_context(log_file(run_dir / LOG_FILE))
+            for tmp in remove_temporary_files(run_dir / CHECKPOINT_DIR):
+                log.info(f"removed {tmp}, left by a checkpoint write that was killed")
+            bad = truncate_metrics(run_dir, step)
+            if bad:
+                log.warning(f"{run_dir / METRICS_FILE}: dropped line(s) {bad}, which were not "
+                            "records (a write cut short)")
             OmegaConf.save(OmegaConf.create(cfg_dict), run_dir / CONFIG_FILE)
             if last is not None:
-                truncate_metrics(run_dir, step)
                 log.info(f"resuming {run_dir} from {last.name} (step {step} of {t.steps})")
             else:
                 log.info(f"training {data.name} with {cfg.sde._target_.rsplit('.', 1)[-1]} and "
@@ -295,18 +288,25 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
                  "data_shape": list(data.shape), "num_classes": num_classes}
         return save_checkpoint(state, ckpt_dir, step, keep=cfg.checkpoint.keep)
 
+    def stopped(path: Path | None) -> TrainResult:
+        if ctx.is_main:
+            log.info(f"stopped by {flag.name} at step {step}; saved {path}. Resume with "
+                     f"`score-sde train run={run_dir}`.")
+        return TrainResult(run_dir, step, True, path, model=model)
+
     def run_eval(tag: str) -> tuple[dict[str, float], list[Path]]:
         log.info(f"evaluating at step {step}: {ev.n_samples} samples with "
                  f"{cfg.solver._target_.rsplit('.', 1)[-1]}"
                  + (f", the NLL of {ev.nll_points} test points" if ev.nll_points else ""))
-        metrics, pics = evaluate(sde, ema.module, solver, data, settings=ev, seed=cfg.seed,
-                                 out_dir=pic_dir, tag=tag, device=device, progress=show)
-        if num_classes is not None:
-            more, class_pics = evaluate_classes(sde, ema.module, solver, data, settings=ev,
-                                                out_dir=pic_dir, tag=tag, judge=judge,
-                                                seed=cfg.seed + 20_000 + step, device=device)
-            metrics.update(more)
-            pics += class_pics
+        with batch_fits("eval.batch_size", ev.batch_size):
+            metrics, pics = evaluate(sde, ema.module, solver, data, settings=ev, seed=cfg.seed,
+                                     out_dir=pic_dir, tag=tag, device=device, progress=show)
+            if num_classes is not None:
+                more, class_pics = evaluate_classes(sde, ema.module, solver, data, settings=ev,
+                                                    out_dir=pic_dir, tag=tag, judge=judge,
+                                                    seed=cfg.seed + 20_000 + step, device=device)
+                metrics.update(more)
+                pics += class_pics
         logger.log("eval", step, **metrics)
         for p in pics:
             logger.log_image(f"eval/{p.stem.rsplit('_', 1)[0]}", p, step)
@@ -319,14 +319,14 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
     train_y = data.train_labels.to(device) if num_classes is not None else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and device.type == "cuda" \
         else nullcontext()
-    flag = _StopFlag()
+    flag = StopFlag()
     # the loss summed since the last record (a device tensor), its count, and the last grad norm
     window, count, grad_norm = torch.zeros((), device=device), 0, None
     first = step + 1  # the first step of the window: a NaN is reported as "between first and step"
     milestone = max(1, t.steps // 10)
     progress = bar(t.steps, f"train {data.name}", "step", show=show, initial=step)
     tick = started = time.perf_counter()
-    with progress, _catch_signals(flag):
+    with progress, catch_signals(flag), batch_fits("train.batch_size", t.batch_size):
         while step < t.steps:
             model.train()
             lr = learning_rate(step, lr=t.lr, warmup=t.warmup, steps=t.steps, cosine=t.cosine_decay)
@@ -385,27 +385,36 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
                              f"{count / max(now - tick, 1e-9):.1f} steps/s")
                 window, count, tick, first = torch.zeros((), device=device), 0, now, step + 1
             if stop:
-                saved = checkpoint()
-                if ctx.is_main:
-                    name = signal.Signals(flag.signum).name if flag.signum else "a signal"
-                    log.info(f"stopped by {name} at step {step}; saved {saved}. Resume with "
-                             f"`score-sde train run={run_dir}`.")
-                return TrainResult(run_dir, step, True, saved, model=model)
+                return stopped(checkpoint())
             if due_ckpt:
                 saved = checkpoint()
-            if due_eval and ctx.is_main:
-                run_eval(f"step{step:08d}")
+            if due_eval and ctx.is_main and not flag.unless_stopped(
+                    partial(run_eval, f"step{step:08d}")):
+                log.info(f"{flag.name} cut the evaluation at step {step} short")
+                if not ctx.distributed:  # (under DDP the ranks stop together at the next record)
+                    return stopped(saved if due_ckpt else checkpoint())
     if not ctx.is_main:
         return TrainResult(run_dir, step, False, None, model=model)
     train_seconds = time.perf_counter() - started
-    metrics, pics = run_eval("final")
-    if ev.gmm_baseline and data.quantized:
-        log.info("fitting the baseline: sklearn's GaussianMixture on the same dequantized data")
-        base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
-        metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
+    final: list[tuple[dict[str, float], list[Path]]] = []
+
+    def final_eval() -> None:
+        metrics, pics = run_eval("final")
+        if ev.gmm_baseline and data.quantized:
+            log.info("fitting the baseline: sklearn's GaussianMixture on the same dequantized data")
+            base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
+            metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
+                           gmm_components=base.n_components)
+            logger.log("baseline", step, gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
                        gmm_components=base.n_components)
-        logger.log("baseline", step, gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
-                   gmm_components=base.n_components)
+        final.append((metrics, pics))
+
+    with catch_signals(flag):
+        if not flag.unless_stopped(final_eval):
+            log.info(f"{flag.name} cut the final evaluation short; {saved} holds the trained "
+                     f"model: `score-sde train run={run_dir}` evaluates it again")
+            return TrainResult(run_dir, step, True, saved, model=model)
+    ((metrics, pics),) = final
     metrics.update(train_seconds=train_seconds,
                    eval_seconds=time.perf_counter() - started - train_seconds)
     logger.log("summary", step, train_seconds=metrics["train_seconds"],

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from tiny_runs import TINY, TINY_DIGITS
+from tiny_runs import QUICK, TINY, TINY_DIGITS
 
 from score_sde import commands
 from score_sde.cli import main
@@ -23,7 +23,6 @@ from score_sde.sweep import run_name
 from score_sde.usage import choices
 
 PNG = b"\x89PNG\r\n\x1a\n"
-QUICK = TINY + ["eval.nll_points=0", "eval.paths=false"]
 
 
 def test_help_lists_commands(capsys):
@@ -140,13 +139,6 @@ def test_run_folders_are_named_by_what_varies(tmp_path, monkeypatch):
     assert (run / "checkpoints" / "ckpt_00000002.pt").is_file()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    run = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["train", f"run={run}", *QUICK]) == 0
-    return run
-
-
 BAD_STARTS = [
     (["sample"], "run is required"),
     (["likelihood"], "run is required"),
@@ -173,6 +165,13 @@ BAD_STARTS = [
     (["likelihood", "RUN", "+solver.steps=3"], "solver is not a setting of score-sde likelihood"),
     (["sample", "RUN", "tune.load=nowhere.json", "solver=ddim"], "tune.load must be a grid file"),
     (["sample", "RUN", "out=RUN/config.yaml"], "out must be a folder this user can write"),
+    (["train", "run=RUN/config.yaml"], "run must be a folder (a run to resume, or a new one"),
+    (["train", "run=RUN/pictures", *QUICK], "is a folder that is not a run of score-sde train"),
+    (["train", "RUN", "train.steps=2"], "train.steps must be at least the step of"),
+    (["train", "sde._target_=builtins.open", *QUICK],
+     "sde._target_ in the config is 'builtins.open', which score-sde does not build"),
+    (["train", "+model.net.act._target_=os.system", *QUICK],
+     "model.net.act._target_ = 'os.system' in the config is not allowed"),
     (["-sc", "install=fish"], "shell completion supports bash, zsh"),
     (["trian"], "unknown command 'trian'"),
 ]
@@ -190,6 +189,14 @@ def test_bad_start_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys,
     assert err.count("\n") == 1 and err.startswith("score-sde: error: ") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no run folder, no typo/sample.log, no outputs/
     assert sorted(trained.rglob("*")) == before
+
+
+def test_a_batch_too_large_for_memory_names_its_setting(tmp_path, capsys):
+    """10^14 points per batch: the allocator refuses at once, and the error names the setting."""
+    assert main(["train", f"run={tmp_path / 'run'}", *QUICK, "train.batch_size=100000000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "train.batch_size=100000000000000 does not fit in memory (it asked for" in err
 
 
 def test_read_only_run_folder_writes_to_out(tmp_path, trained, monkeypatch, capsys):

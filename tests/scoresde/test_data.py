@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from score_sde.baselines import gmm_bits_per_dim
-from score_sde.data import checkerboard, checkerboard_log_prob, digits, ring, ring_mixture
+from score_sde.data import (
+    checkerboard,
+    checkerboard_log_prob,
+    digits,
+    image_folder,
+    npz,
+    ring,
+    ring_mixture,
+)
 from score_sde.solvers import dequantize
 
 
@@ -75,3 +84,26 @@ def test_gmm_baseline_on_uniform_noise_images():
     expected = 8 + 0.5 * math.log2(2 * math.pi * math.e / 3) - 1
     assert base.n_components == 1
     assert base.bpd == pytest.approx(expected, abs=4 * base.stderr + 0.01)
+
+
+def test_bad_image_files_are_named_in_one_line(tmp_path):
+    """An empty npz, random bytes, an object array, 5-channel images, one image, a split that
+    leaves nothing, a zero image size: each a ValueError naming the file or the setting."""
+    (tmp_path / "random.npz").write_bytes(bytes(range(256)) * 8)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 8, 8), np.uint8))
+    np.savez(tmp_path / "objects.npz", x=np.array([object()] * 3, dtype=object))
+    np.savez(tmp_path / "five.npz", x=np.zeros((4, 5, 8, 8), np.uint8))
+    np.savez(tmp_path / "one.npz", x=np.zeros((1, 8, 8), np.uint8))
+    np.save(tmp_path / "ten.npy", np.zeros((10, 8, 8), np.uint8))
+    cases = [(npz, "random.npz", {}, "is not a .npz or .npy file of plain arrays"),
+             (npz, "objects.npz", {}, "is not a .npz or .npy file of plain arrays"),
+             (npz, "empty.npz", {}, "data 'empty' holds 0 image(s)"),
+             (npz, "one.npz", {}, "holds 1 image(s); training and its test split need at least 2"),
+             (npz, "five.npz", {}, "must have 1 (grey) or 3 (RGB) channels, got 5"),
+             (npz, "ten.npy", {"test_fraction": 0.01}, "leaves 0 for the test split"),
+             (image_folder, ".", {"size": 0}, "data.size must be an int >= 1")]
+    for build, name, kw, message in cases:
+        with pytest.raises(ValueError) as err:
+            build(str(tmp_path / name), **kw)
+        assert message in str(err.value) and "\n" not in str(err.value), name
+    assert npz(str(tmp_path / "ten.npy")).train.shape == (9, 1, 8, 8)

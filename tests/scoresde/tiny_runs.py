@@ -9,6 +9,8 @@ TINY = [
     "model.net.embed_dim=8", "eval.n_samples=16", "eval.nll_points=8", "eval.rtol=1e-3",
     "eval.atol=1e-3", "solver.steps=5",
 ]
+# a tiny run that evaluates no NLL and draws no paths: the `trained` fixture's (conftest.py)
+QUICK = TINY + ["eval.nll_points=0", "eval.paths=false"]
 
 # a digits preset (experiment=...) on a 2-step, 8-channel U-Net with a 4-point evaluation
 TINY_DIGITS = [
