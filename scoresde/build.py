@@ -161,7 +161,7 @@ def _check_finite(weights: dict[str, torch.Tensor], path: Path, which: str) -> N
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds non-finite {which} weights (in {', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}): the training diverged before it was saved; "
-            f"sample from {other}an earlier checkpoint (checkpoint=<file>) or retrain")
+            f"use {other}an earlier checkpoint (checkpoint=<file>) or retrain")
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, ema: bool = True,

@@ -33,7 +33,7 @@ from score_sde.build import build_run_data, build_solver, load_run, resolve_devi
 from score_sde.conditional import guided_score
 from score_sde.config import nll_kwargs, validate_eval
 from score_sde.console import bars_shown, log
-from score_sde.faults import batch_fits
+from score_sde.faults import batch_fits, solver_keys
 from score_sde.inpaint import inpainting_solver, load_inpainting
 from score_sde.metrics import MetricsLogger
 from score_sde.samples import save_samples
@@ -129,7 +129,7 @@ def sample(cfg: DictConfig) -> Path | None:
         block_solver = inpainting_solver(solver, inpainting)
         name += "_inpaint"
     start = time.perf_counter()
-    with batch_fits("batch_size", cfg.batch_size, " (or n)"):
+    with batch_fits("batch_size", cfg.batch_size, " (or n)"), solver_keys("solver.", cfg.solver):
         samples = ev.sharded_samples(run.sde, score_fn, solver, n, data.shape, seed=cfg.seed,
                                      batch_size=cfg.batch_size, device=device, ctx=ctx,
                                      block_solver=block_solver, progress=show)
@@ -191,7 +191,8 @@ def likelihood(cfg: DictConfig) -> ev.NLLReport | None:
     if cfg.data.n:
         x = x[:cfg.data.n]
     start = time.perf_counter()
-    with batch_fits("batch_size", cfg.batch_size, " (or chunk_size, dequant_draws)"):
+    with batch_fits("batch_size", cfg.batch_size, " (or chunk_size, dequant_draws)"), \
+            solver_keys("", cfg):
         rep = ev.sharded_nll(run.sde, run.model, x.to(device), quantized=data.quantized,
                              seed=cfg.seed, batch_size=cfg.batch_size,
                              dequant_draws=cfg.dequant_draws, true_log_prob=data.log_prob,

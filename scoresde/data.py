@@ -240,7 +240,7 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 def _as_nchw(a: np.ndarray, source: str) -> np.ndarray:
     if a.ndim == 3:
         a = a[:, None]
-    elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+    elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3):  # (N, H, W, C)
         a = a.transpose(0, 3, 1, 2)
     if a.ndim != 4:
         raise ValueError(f"images in {source} must have shape (N, H, W), (N, H, W, C) or "

@@ -24,6 +24,7 @@ from torch import Tensor
 from score_sde import distributed, plots, solvers
 from score_sde.console import bar
 from score_sde.data import Dataset
+from score_sde.faults import solver_keys
 from score_sde.sde_lib import SDE, ScoreFn
 
 GRID_MAX = 256  # images in a sample picture (a 16 x 16 grid); the picture's title states the cap
@@ -251,9 +252,10 @@ def evaluate(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], data: Data
     one = distributed.Context()  # rank 0 evaluates alone while the other ranks wait
     metrics: dict[str, float] = {}
     pictures = []
-    samples = sharded_samples(sde, score_fn, solver, settings.n_samples, data.shape, seed=seed,
-                              batch_size=settings.batch_size, device=device, ctx=one,
-                              progress=progress)
+    with solver_keys("solver.", getattr(solver, "keywords", {})):
+        samples = sharded_samples(sde, score_fn, solver, settings.n_samples, data.shape,
+                                  seed=seed, batch_size=settings.batch_size, device=device,
+                                  ctx=one, progress=progress)
     metrics["sample_nfe"] = samples.nfe_per_sample
     pictures.append(sample_picture(samples.x, data, out_dir / f"samples_{tag}.png",
                                    title=f"{data.name}: samples at {tag}"))
@@ -262,10 +264,11 @@ def evaluate(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], data: Data
         pictures.append(paths_picture(sde, score_fn, data, out_dir / f"paths_{tag}.png",
                                       generator=gen, device=device))
     if settings.nll_points > 0:
-        rep = sharded_nll(sde, score_fn, data.test[:settings.nll_points].to(device),
-                          quantized=data.quantized, seed=seed, batch_size=settings.batch_size,
-                          dequant_draws=settings.dequant_draws, true_log_prob=data.log_prob,
-                          ctx=one, progress=progress, **nll_kwargs(settings))
+        with solver_keys("eval.", settings):
+            rep = sharded_nll(sde, score_fn, data.test[:settings.nll_points].to(device),
+                              quantized=data.quantized, seed=seed, batch_size=settings.batch_size,
+                              dequant_draws=settings.dequant_draws, true_log_prob=data.log_prob,
+                              ctx=one, progress=progress, **nll_kwargs(settings))
         metrics.update(test_nll=rep.nll, test_nll_stderr=rep.stderr, nll_nfe=rep.nfe,
                        nll_points=rep.n)
         if rep.bpd is not None:

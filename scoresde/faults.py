@@ -2,7 +2,9 @@
 
 `batch_fits(key, value)` turns running out of memory (CUDA's OutOfMemoryError, the CPU
 allocator's RuntimeError) inside a block into a ValueError naming the batch setting that sized it;
-`os_error_line` says what a failed file operation hit, with the free space for a full disk.
+`solver_keys(prefix, given)` adds to a solver's `SolverError` the command-line key of the keyword
+it names (`solver.max_steps`, `eval.rtol`, `max_steps`); `os_error_line` says what a failed file
+operation hit, with the free space for a full disk.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import errno
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from score_sde.solvers import SolverError
 
 _TRIED = re.compile(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMGT]i?B)", re.IGNORECASE)
 
@@ -52,6 +57,28 @@ def batch_fits(key: str, value: int, also: str = "") -> Iterator[None]:
             raise
         raise ValueError(f"{key}={value} does not fit in memory{_size(str(err))}; lower "
                          f"{key}{also}") from err
+
+
+@contextmanager
+def solver_keys(prefix: str, given: Mapping[str, Any]) -> Iterator[None]:
+    """Re-raise a SolverError that names a solver keyword with its command-line key.
+
+    Args:
+        prefix: what the command puts before the keyword: "solver." (sampling), "eval." (the
+            training's test NLL) or "" (`score-sde likelihood`).
+        given: the settings the config holds under that prefix; a keyword it lacks is added
+            with `+`.
+    """
+    try:
+        yield
+    except SolverError as err:
+        if err.setting is None:
+            raise
+        key = f"{prefix}{err.setting}"
+        now = f"{key}=<value> (now {given[err.setting]})" if err.setting in given else \
+            f"+{key}=<value>"
+        raise SolverError(f"{err}; on the command line: {now}", samples=err.samples, t=err.t,
+                          setting=key) from err
 
 
 def free_space(path: str | Path) -> str:

@@ -172,6 +172,10 @@ BAD_STARTS = [
      "sde._target_ in the config is 'builtins.open', which score-sde does not build"),
     (["train", "+model.net.act._target_=os.system", *QUICK],
      "model.net.act._target_ = 'os.system' in the config is not allowed"),
+    (["likelihood", "RUN", "data.n=2", "max_steps=2", "rtol=1e-9", "atol=1e-9"],
+     "near this time; on the command line: max_steps=<value> (now 2)"),
+    (["sample", "RUN", "n=2", "solver=probability_flow", "solver.max_steps=2", "solver.rtol=1e-9",
+      "solver.atol=1e-9"], "on the command line: solver.max_steps=<value> (now 2)"),
     (["-sc", "install=fish"], "shell completion supports bash, zsh"),
     (["trian"], "unknown command 'trian'"),
 ]

@@ -107,3 +107,5 @@ def test_bad_image_files_are_named_in_one_line(tmp_path):
             build(str(tmp_path / name), **kw)
         assert message in str(err.value) and "\n" not in str(err.value), name
     assert npz(str(tmp_path / "ten.npy")).train.shape == (9, 1, 8, 8)
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((10, 4, 4, 3), np.uint8))  # 4 x 4 RGB, channels last
+    assert npz(str(tmp_path / "rgb.npz")).train.shape == (9, 3, 4, 4)
