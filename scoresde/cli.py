@@ -202,12 +202,17 @@ def _train_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], l
 
 def _remove_if_fresh(run_dir: Path) -> None:
     """After a failed start: remove the run folder hydra made for it (holding only .hydra/ and
-    the lock file) and the parents that this leaves empty, up to the current folder."""
-    from score_sde.run_folder import FRESH
+    the lock file, which no other process holds) and the parents that this leaves empty, up to
+    the current folder."""
+    from score_sde.run_folder import FRESH, run_lock
 
     if not run_dir.is_dir() or any(p.name not in FRESH for p in run_dir.iterdir()):
         return
-    shutil.rmtree(run_dir)
+    try:
+        with run_lock(run_dir):  # not a folder that another trainer has just started in
+            shutil.rmtree(run_dir)
+    except ValueError:
+        return
     cwd = Path.cwd().resolve()
     parent = run_dir.resolve().parent
     while parent != cwd and cwd in parent.parents and not any(parent.iterdir()):

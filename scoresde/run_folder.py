@@ -68,7 +68,8 @@ def read_run_config(run_dir: str | Path) -> DictConfig:
     ckpts = sorted((path.parent / CHECKPOINT_DIR).glob("ckpt_*.pt"))
     fix = (f"repair it from the config stored in its checkpoints (torch.load('{ckpts[-1]}', "
            "weights_only=True)['config'])" if ckpts else
-           "it is not a run folder of score-sde train")
+           "it is not a run folder of score-sde train: give run= one (or, to train, a new "
+           "folder)")
     try:
         saved = OmegaConf.load(path)
     except Exception as err:  # yaml's ScannerError, ParserError, a UnicodeDecodeError, ...
@@ -127,16 +128,21 @@ def check_against_checkpoint(cfg: DictConfig, state: dict[str, Any], checkpoint:
 
 
 def check_train_folder(run: str | Path) -> None:
-    """`train run=R`: R is a new folder, an empty one, or a run of score-sde (config.yaml).
+    """`train run=R`: R is a new folder, an empty one, or a run of score-sde (a config.yaml that
+    `read_run_config` accepts).
 
     Raises:
-        ValueError: R is a file, or a folder holding other things than a run.
+        ValueError: R is a file, a folder holding other things than a run, or a folder whose
+            config.yaml is not a config of score-sde train.
     """
     path = Path(run).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"run must be a folder (a run to resume, or a new one to train into); "
                          f"{str(run)!r} is a file")
-    if not path.is_dir() or (path / CONFIG_FILE).is_file():
+    if (path / CONFIG_FILE).is_file():
+        read_run_config(path)
+        return
+    if not path.is_dir():
         return
     other = sorted(p.name for p in path.iterdir() if p.name not in FRESH)
     if other:

@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_runs import QUICK
 
 from score_sde.cli import main
+from score_sde.config import compose
 from score_sde.run_folder import run_lock
 from score_sde.targets import choices
+from score_sde.train import train
 
 SAMPLE = ["n=4", "solver.steps=2"]
 
@@ -177,6 +180,23 @@ def test_one_trainer_per_run_folder(tmp_path, trained, capsys):
         holder.wait()
     with run_lock(run) as lock:
         assert lock.read_text().startswith(f"process {os.getpid()} on ")
+
+
+def test_training_writes_nothing_into_a_folder_that_is_not_a_run(tmp_path):
+    """`train` (the function too, not only the CLI) refuses a folder with another program's
+    config.yaml, or with other files, and leaves it as it was."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("lr: 3\n")
+    cfg = compose("train", QUICK)
+    with pytest.raises(ValueError, match="config.yaml is not a config of score-sde train"):
+        train(cfg, folder)
+    (folder / "config.yaml").unlink()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not a run of score-sde train \(no config.yaml; it "
+                                         r"holds notes.txt\)"):
+        train(cfg, folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
 def test_a_checkpoint_of_nan_weights_is_refused(tmp_path, trained, capsys):
