@@ -210,3 +210,27 @@ def test_a_checkpoint_of_nan_weights_is_refused(tmp_path, trained, capsys):
     assert "holds non-finite EMA weights (in net.out.2.weight)" in err and "ema=false" in err
     assert not (run / "samples").exists()
     assert main(["sample", f"run={run}", *SAMPLE, "ema=false"]) == 0  # the raw weights are fine
+
+
+def test_a_broken_config_yaml_is_one_line(tmp_path, trained, capsys):
+    """config.yaml that is not YAML, lacks the SDE, holds a key no setting has, or an
+    interpolation: one line naming the file and the fix (the checkpoint's stored config), and
+    nothing written."""
+    run = _copy(trained, tmp_path)
+    cases = [("sde: [unclosed\n  beta_max: 2\n", "is not valid YAML"),
+             (lambda cfg: cfg.pop("sde"), "lacks sde, which defines the run"),
+             (lambda cfg: cfg["train"].update(stepz=3), "Key 'stepz' not in 'TrainSettings'"),
+             (lambda cfg: cfg["sde"].update(beta_max="${train.lr}"),
+              "holds an interpolation at sde.beta_max")]
+    for change, message in cases:
+        shutil.copy(trained / "config.yaml", run / "config.yaml")
+        if isinstance(change, str):
+            (run / "config.yaml").write_text(change)
+        else:
+            _edit(run, change)
+        before = _files(run)
+        assert main(["sample", f"run={run}", *SAMPLE]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and str(run / "config.yaml") in err, err
+        assert "repair it from the config stored in its checkpoints" in err
+        assert _files(run) == before
