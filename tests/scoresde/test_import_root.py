@@ -26,9 +26,11 @@ def user_project(tmp_path):
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_train_in_a_user_project(user_project, how):
     if how == "script":
-        exe = shutil.which("score-sde")
+        # the script beside this interpreter (the venv's bin/), whether or not the venv is active
+        exe = shutil.which("score-sde", path=os.pathsep.join([os.path.dirname(sys.executable),
+                                                               os.environ.get("PATH", "")]))
         if exe is None:
-            pytest.skip("the score-sde script is not on PATH")
+            pytest.skip("the score-sde script is not installed beside this interpreter or on PATH")
         cmd = [exe]
     else:
         cmd = [sys.executable, "-m", "score_sde.cli"]
