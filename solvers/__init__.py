@@ -22,7 +22,8 @@ from score_sde.solvers.exponential import dpm_solver_multistep, dpm_solver_singl
 from score_sde.solvers.guidance import classifier_free_guidance, classifier_guidance
 from score_sde.solvers.heun import heun
 from score_sde.solvers.imputation import impute
-from score_sde.solvers.likelihood import bits_per_dim, dequantize, log_likelihood, nll_bound
+from score_sde.solvers.likelihood import bits_per_dim, dequantize, log_likelihood
+from score_sde.solvers.likelihood_bound import nll_bound
 from score_sde.solvers.measurement import measurement_guidance
 from score_sde.solvers.ode import probability_flow
 from score_sde.solvers.result import CountingScore, SampleResult

@@ -93,16 +93,18 @@ def draw_probes(x: Tensor, probes: int, noise: str = "rademacher", *,
     raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
 
 
-def hutchinson_divergence(fn: Field, x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
+def hutchinson_divergence(fn: Field, x: Tensor, probes: Tensor, *, per_coordinate: bool = False
+                          ) -> tuple[Tensor, Tensor]:
     """fn(x) and one Skilling-Hutchinson estimate v^T J(x) v of its divergence per probe.
 
     Args:
         fn: the field, (B, *D) -> (B, *D), acting on each sample separately.
         x: (B, *D) where to evaluate.
         probes: (P, B, *D) probes v with E[v v^T] = I (see `draw_probes`).
+        per_coordinate: return the terms v_i (J^T v)_i of each estimate instead of their sum.
 
     Returns:
-        (fn(x) of shape (B, *D), estimates of shape (P, B)).
+        (fn(x) of shape (B, *D), estimates of shape (P, B), or their terms (P, B, *D)).
     """
     if probes.shape[1:] != x.shape:
         raise ValueError(f"probes must have shape (P, *x.shape) = (P, {', '.join(map(str, x.shape))})"
@@ -113,4 +115,5 @@ def hutchinson_divergence(fn: Field, x: Tensor, probes: Tensor) -> tuple[Tensor,
             vjps = vjp_fn(probes[0])[0][None]
         else:
             vjps = torch.func.vmap(lambda v: vjp_fn(v)[0])(probes)
-    return value.detach(), (vjps * probes).flatten(2).sum(-1).detach()
+    terms = (vjps * probes).detach()
+    return value.detach(), terms if per_coordinate else terms.flatten(2).sum(-1)

@@ -1,5 +1,5 @@
-"""Exact log-likelihoods through the probability-flow ODE, bits/dim of 8-bit images, and the
-likelihood-weighted variational bound (`nll_bound`) that the papers report beside the ODE's value.
+"""Exact log-likelihoods through the probability-flow ODE, with confidence intervals, and bits/dim
+of 8-bit images. (The likelihood-weighted bound is `solvers.likelihood_bound.nll_bound`.)
 
 Legend (docs/math.md; N = prod(D) dims per sample, s(x, t) the score function):
     v(x, t) = f(t) x - g(t)^2 / 2 s(x, t)       the probability-flow velocity
@@ -10,11 +10,15 @@ The state (x, Delta) with dDelta/dt = div v is integrated by torchdiffeq from t_
 batched solve (in log-SNR time when the SDE's coefficients jump in t, see `solvers.clock`);
 z = x(T) is the latent and NLL = -(log pi(z) + Delta(T)) in nats. The NLL is that of
 the model's time-t_eps marginal, the density the ODE defines; with the exact score and the exact
-p_T as pi it is -log p_{t_eps}(x).
+p_T as pi it is -log p_{t_eps}(x). The augmented field and the two error controls (per sample, or
+score_sde_pytorch's batch as one vector) are in `solvers.likelihood_flow`.
 
-Error control is per sample: a step is accepted when, for every sample, both the RMS of its x error
-and that of its Delta error are within atol + rtol |y|, so a sample's accuracy does not depend on
-the batch it is in and the log-density is not drowned by the N components of x.
+Error bars (P >= 2 Hutchinson probes): a probe's estimate is sum_i c_i with c_i = v_i (A^T v)_i, A
+the time-integrated Jacobian term; c_i has mean A_ii and variance sum_{j != i} A_ji^2, so
+2 sum_i var_probes(c_i) estimates the variance of an estimate, 2 |offdiag A|_F^2 (exact for a
+symmetric A, the Hessian of a log-density; larger otherwise), from N (P - 1) terms rather than
+the P - 1 of the estimates' own spread, which a dominant direction of A leaves near zero. The
+intervals use the critical values of `solvers.confidence`.
 """
 
 from __future__ import annotations
@@ -30,23 +34,21 @@ from torch import Tensor
 from score_sde.sde_lib import (
     SDE,
     ScoreFn,
-    SDEGrid,
-    append_dims,
     check_int,
     check_number,
     check_t_eps,
     describe_samples,
     nonfinite_samples,
-    sample_time,
-    time_density,
 )
 from score_sde.solvers.clock import LogSNRClock
-from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
-from score_sde.solvers.errors import SolverError
-from score_sde.solvers.ode import ADAPTIVE_METHODS, check_ode_settings, ode_failure
+from score_sde.solvers.confidence import critical_value
+from score_sde.solvers.divergence import draw_probes
+from score_sde.solvers.likelihood_flow import ERROR_CONTROLS, AugmentedFlow
+from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS, check_ode_settings, ode_failure
 
 PriorLogp = Callable[[Tensor], Tensor]
 DIVERGENCES = ("exact", "hutchinson")
+STATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -59,13 +61,61 @@ class LikelihoodResult:
         z: (B, *D) the latent x(T) the flow maps x to.
         nfe: ODE function evaluations (each one score evaluation on the whole batch, plus the
             vector-Jacobian products the divergence takes).
-        stderr: (B,) standard error of `nll` over the Hutchinson probes (probes > 1), else None.
+        stderr: (B,) standard error of `nll` over the Hutchinson probes (probes > 1, from the
+            probes' per-coordinate terms, module doc), else None.
+        probes: Hutchinson probes per point (0 for the exact divergence).
     """
 
     nll: Tensor
     z: Tensor
     nfe: int
     stderr: Tensor | None = None
+    probes: int = 0
+
+    def interval(self, level: float = 0.95) -> tuple[Tensor, Tensor]:
+        """(lo, hi), each (B,): per point, an interval that holds the NLL the solve would give
+        with the exact divergence with probability `level` over the probes.
+
+        nll -+ c stderr with c = `solvers.confidence.critical_value(probes, level)`: exact when one
+        direction dominates the estimator's variance, conservative when several share it. The
+        solver's own error (set by rtol, atol) is not included; with the exact divergence the
+        interval is (nll, nll).
+
+        Raises:
+            ValueError: one Hutchinson probe (no spread to measure), or level outside (0, 1).
+        """
+        return self._interval(self.nll, self.stderr, self.probes, level)
+
+    def mean_interval(self, level: float = 0.95) -> tuple[float, float]:
+        """(lo, hi) around nll.mean(), the data set's mean NLL, with probability `level` over the
+        probes: the points' errors are independent, so the standard error is
+        sqrt(sum stderr^2) / B and the critical value that of `interval` with P times the
+        effective number of points (sum stderr^2)^2 / sum stderr^4 as degrees of freedom.
+
+        Raises:
+            ValueError: as `interval`.
+        """
+        mean = self.nll.mean().reshape(1)
+        if self.stderr is None:
+            lo, hi = self._interval(mean, None, self.probes, level)
+            return lo.item(), hi.item()
+        var = self.stderr.double().pow(2)
+        points = (var.sum() ** 2 / var.pow(2).sum()).item() if var.sum() > 0 else 1.0
+        se = (var.sum().sqrt() / len(var)).reshape(1).to(mean)
+        lo, hi = self._interval(mean, se, self.probes * points, level)
+        return lo.item(), hi.item()
+
+    @staticmethod
+    def _interval(center: Tensor, se: Tensor | None, dof: float, level: float
+                  ) -> tuple[Tensor, Tensor]:
+        if dof == 0:  # the exact divergence: no estimator noise
+            critical_value(1.0, level)  # checks level
+            return center.clone(), center.clone()
+        if se is None:
+            raise ValueError("interval needs probes >= 2 (one Hutchinson probe has no spread to "
+                             "measure); solve with probes=2 or more")
+        half = critical_value(dof, level) * se
+        return center - half, center + half
 
 
 @dataclass
@@ -87,7 +137,7 @@ class BitsPerDimResult:
 
 
 # -- checks -------------------------------------------------------------------------------------
-def _check_batch(x: Tensor, name: str = "x") -> None:
+def check_batch(x: Tensor, name: str = "x") -> None:
     """Check x is a finite float32/float64 tensor of shape (B, *D), B >= 1, D non-empty.
 
     Raises:
@@ -105,7 +155,8 @@ def _check_batch(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} has non-finite values in {describe_samples(bad, x.shape[0])}")
 
 
-def _prior_log_prob(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
+def prior_log_prob(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor:
+    """log pi(z) (B,) by `prior_logp`, default the SDE's prior, checked for its shape."""
     logp = (sde.prior_logp if prior_logp is None else prior_logp)(z)
     if not isinstance(logp, Tensor) or logp.shape != (z.shape[0],):
         raise ValueError(f"prior_logp must map z of shape {tuple(z.shape)} to ({z.shape[0]},), "
@@ -113,53 +164,23 @@ def _prior_log_prob(prior_logp: PriorLogp | None, sde: SDE, z: Tensor) -> Tensor
     return logp
 
 
-# -- the augmented probability-flow ODE ---------------------------------------------------------
-class _AugmentedFlow:
-    """torchdiffeq's f(t, (x, Delta)) -> (v, div v), counting evaluations; also the per-sample
-    error norm, remembering which sample asked for the smallest step."""
-
-    def __init__(self, sde: SDE, score_fn: ScoreFn, x: Tensor, t_eps: float,
-                 probes: Tensor | None, chunk_size: int | None):
-        self.sde, self.score_fn, self.probes, self.chunk_size = sde, score_fn, probes, chunk_size
-        self.t_lo, self.dtype, self.n = t_eps, x.dtype, x[0].numel()
-        self.nfe, self.t_last = 0, t_eps
-        self.worst: Tensor | int = 0  # the sample that set the last step (read after a failure)
-
-    def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        x = state[0]
-        t = t.to(self.dtype).clamp(self.t_lo, self.sde.T)  # the solver's float64 t may pass T by an ulp
-        self.nfe, self.t_last = self.nfe + 1, t
-        t_b = t.expand(x.shape[0])
-
-        def score_at(y: Tensor) -> Tensor:
-            return self.score_fn(y, t_b)
-
-        if self.probes is None:
-            score, div_s = exact_divergence(score_at, x, chunk_size=self.chunk_size)
-            div_s = div_s[:, None]
-        else:
-            score, div_s = hutchinson_divergence(score_at, x, self.probes)
-            div_s = div_s.T
-        bad = nonfinite_samples(score)  # one host sync per evaluation, as the step control's
-        if bad:
-            raise SolverError(f"score_fn returned non-finite values at t = {t.item():.6g} in "
-                              f"{describe_samples(bad, x.shape[0])}; check the model at this "
-                              "time", samples=bad, t=t.item(), setting=None)
-        velocity = self.sde.probability_flow_drift(x, t_b, score, check=False)
-        f, g2 = self.sde.drift_coef(t, check=False), self.sde.diffusion(t, check=False) ** 2
-        return velocity, f * self.n - 0.5 * g2 * div_s  # div v = f N - g^2 / 2 div s
-
-    def norm(self, scaled_error: tuple[Tensor, Tensor]) -> Tensor:
-        """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance."""
-        ex, ed = scaled_error
-        per_sample = torch.maximum(ex.flatten(1).pow(2).mean(1).sqrt(), ed.pow(2).mean(1).sqrt())
-        ratio, self.worst = per_sample.max(0)  # a tensor: read only after a failure
-        return ratio
+def _state_dtype(state_dtype: torch.dtype | str | None, x: Tensor) -> torch.dtype:
+    if state_dtype is None:
+        return x.dtype
+    dtype = STATE_DTYPES.get(state_dtype, state_dtype) if isinstance(state_dtype, str) \
+        else state_dtype
+    if dtype not in (torch.float32, torch.float64) or dtype.itemsize < x.dtype.itemsize:
+        raise ValueError(f"state_dtype must be None (x's dtype), float32 or float64 and no "
+                         f"narrower than x ({x.dtype}), got {state_dtype!r}")
+    return dtype
 
 
+# -- the likelihood -----------------------------------------------------------------------------
 def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = "exact",
                    probes: int = 1, noise: str = "rademacher", method: str = "dopri5",
                    rtol: float = 1e-5, atol: float = 1e-5, t_eps: float = 1e-5,
+                   error_control: str = "per_sample",
+                   state_dtype: torch.dtype | str | None = None,
                    prior_logp: PriorLogp | None = None, generator: torch.Generator | None = None,
                    chunk_size: int | None = None, max_steps: int = 10_000,
                    step_size: float | None = None) -> LikelihoodResult:
@@ -172,13 +193,19 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         divergence: "exact" (N vmapped vector-Jacobian products per evaluation) or "hutchinson"
             (one per probe; unbiased, for large N).
         probes: Hutchinson probes per sample, drawn once per solve and held fixed through it; with
-            probes > 1 their estimates are averaged and `stderr` reports the spread.
+            probes > 1 their estimates are averaged, and `stderr` and `interval` report the error.
         noise: Hutchinson probe distribution, "rademacher" or "gaussian".
         method: a torchdiffeq method (`solvers.ode.ADAPTIVE_METHODS` or `FIXED_METHODS`):
             adaptive ("dopri5", ...) or fixed-step (needs step_size).
-        rtol: relative tolerance of the adaptive solver, per sample.
-        atol: absolute tolerance of the adaptive solver, per sample.
+        rtol: relative tolerance of the adaptive solver.
+        atol: absolute tolerance of the adaptive solver.
         t_eps: the ODE runs from t_eps to T (log p_0 is singular for VP as t -> 0).
+        error_control: "per_sample" (every sample's x and log-density within tolerance) or
+            "batch" (the RMS over the batch as one flat vector, score_sde_pytorch's semantics:
+            fewer steps, a looser log-density); see `solvers.likelihood_flow`.
+        state_dtype: dtype of the ODE state (x, the divergence integral) and of the step control,
+            e.g. torch.float64 (or "float64") with float32 data and model: the score still sees
+            x's dtype. Default x's dtype.
         prior_logp: log pi(z), (B, *D) -> (B,); default `sde.prior_logp`. Pass the exact log p_T
             to remove the prior mismatch.
         generator: source of the Hutchinson probes.
@@ -188,22 +215,26 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         step_size: the step of a fixed-step method.
 
     Returns:
-        LikelihoodResult(nll (B,), z (B, *D), nfe, stderr (B,) or None).
+        LikelihoodResult(nll (B,), z (B, *D) in the state's dtype, nfe, stderr (B,) or None,
+        probes), with `interval(level)` and `mean_interval(level)`.
 
     Raises:
         ValueError: bad input (shape, dtype, non-finite x, unknown names, bad settings).
         SolverError: the solve hit max_steps or its step underflowed (names the sample that set
             the step, the time and the setting to change), or score_fn returned non-finite values.
     """
-    _check_batch(x)
+    check_batch(x)
     check_t_eps(sde, t_eps)
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if divergence == "exact" and probes != 1:
         raise ValueError(f"probes only applies to divergence='hutchinson', got probes={probes!r}"
                          " with divergence='exact'")
+    if error_control not in ERROR_CONTROLS:
+        raise ValueError(f"error_control must be one of {ERROR_CONTROLS}, got {error_control!r}")
+    dtype = _state_dtype(state_dtype, x)
     check_ode_settings(method, rtol, atol, max_steps)
-    if method not in ADAPTIVE_METHODS:
+    if method in FIXED_METHODS:
         check_number("step_size (required by fixed-step methods)", step_size)
 
     with torch.no_grad():
@@ -211,8 +242,10 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         b = x.shape[0]
         probe = (draw_probes(x, probes, noise, generator=generator)
                  if divergence == "hutchinson" else None)
-        flow = _AugmentedFlow(sde, score_fn, x, t_eps, probe, chunk_size)
-        ts = torch.tensor([t_eps, sde.T], dtype=x.dtype, device=x.device)
+        per_coordinate = probe is not None and probes > 1
+        flow = AugmentedFlow(sde, score_fn, x, t_eps, probe, chunk_size,
+                             per_coordinate=per_coordinate, error_control=error_control)
+        ts = torch.tensor([t_eps, sde.T], dtype=dtype, device=x.device)
         func = flow
         if method in ADAPTIVE_METHODS:
             if not sde.smooth_coefficients:  # beta jumps in t: integrate in log-SNR time
@@ -222,10 +255,13 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                        "step_t": ts[1:].to(torch.float64)}  # stop exactly at T, never beyond
         else:
             options = {"step_size": step_size}
-        state0 = (x, x.new_zeros(b, 1 if probe is None else probes))
+        x0 = x.to(dtype)
+        state0 = (x0, x0.new_zeros(b, 1 if probe is None else probes))
+        if per_coordinate:
+            state0 += (x0.new_zeros(probes, b, x[0].numel()),)
         try:
-            xs, deltas = torchdiffeq.odeint(func, state0, ts, rtol=rtol, atol=atol,
-                                            method=method, options=options)
+            solution = torchdiffeq.odeint(func, state0, ts, rtol=rtol, atol=atol,
+                                          method=method, options=options)
         except AssertionError as err:
             failure = ode_failure(err, what="the likelihood's probability-flow ODE solve",
                                   t=float(flow.t_last), samples=[int(flow.worst)], batch=b,
@@ -233,10 +269,13 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             if failure is None:
                 raise
             raise failure from None
-        z, delta = xs[-1], deltas[-1]
-        nlls = -(_prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
-        stderr = nlls.std(1) / math.sqrt(nlls.shape[1]) if nlls.shape[1] > 1 else None
-        return LikelihoodResult(nll=nlls.mean(1), z=z, nfe=flow.nfe, stderr=stderr)
+        z, delta = solution[0][-1], solution[1][-1]
+        nlls = -(prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
+        stderr = None
+        if per_coordinate:  # module doc: 2 sum_i var_probes(c_i) / P
+            stderr = (2 * solution[2][-1].var(0).sum(-1) / probes).sqrt()
+        return LikelihoodResult(nll=nlls.mean(1), z=z, nfe=flow.nfe, stderr=stderr,
+                                probes=0 if probe is None else probes)
 
 
 # -- bits per dim -------------------------------------------------------------------------------
@@ -265,7 +304,7 @@ def dequantize(x: Tensor, *, draws: int = 1, generator: torch.Generator | None =
     levels = (x + 1) * 127.5
     k = levels.round()
     if check:
-        _check_batch(x)
+        check_batch(x)
         lo, hi = x.min().item(), x.max().item()
         if lo < -1 or hi > 1:
             raise ValueError(f"x must be 8-bit images scaled to [-1, 1], got values in "
@@ -309,111 +348,3 @@ def bits_per_dim(sde: SDE, score_fn: ScoreFn, x: Tensor, *, dequant_draws: int =
     else:
         stderr = None if res.stderr is None else res.stderr / (n * math.log(2))
     return BitsPerDimResult(bpd=bpd.mean(0), nll=nll.mean(0), nfe=res.nfe, stderr=stderr)
-
-
-# -- the likelihood-weighted variational bound --------------------------------------------------
-@dataclass
-class BoundResult:
-    """The output of `nll_bound`.
-
-    Attributes:
-        bound: (B,) the Monte-Carlo estimate of the bound, in nats.
-        stderr: (B,) its standard error over the time draws.
-        nfe: score evaluations per sample (2 per time draw: an antithetic pair).
-    """
-
-    bound: Tensor
-    stderr: Tensor
-    nfe: int
-
-
-def nll_bound(sde: SDE, score_fn: ScoreFn, x: Tensor, *, time_samples: int = 256,
-              t_eps: float = 1e-5, importance: bool = True, prior_logp: PriorLogp | None = None,
-              generator: torch.Generator | None = None, chunk_size: int | None = None
-              ) -> BoundResult:
-    """The likelihood-weighted bound of Song, Durkan, Murray, Ermon (2021) on the NLL, in nats.
-
-    What it bounds: -log p^SDE(x), the density at x of the model's time-t_eps marginal when the
-    reverse SDE dx = [f x - g^2 s(x, t)] dt + g dw_bar runs from pi at T down to t_eps; the SDE
-    twin of the density `log_likelihood` computes by the ODE, and equal to it, -log p_{t_eps}(x),
-    for the exact score with pi = p_T. With s = t_eps, x_t = a_{t|s} x + sigma_{t|s} z the forward
-    process from x at time s (a_{t|s} = alpha_t / alpha_s, sigma_{t|s}^2 = sigma_t^2 - a_{t|s}^2
-    sigma_s^2) and N = prod(D), Theorem 2 of the paper (denoising form) reads
-        -log p^SDE(x) <= E[-log pi(x_T)] - N log a_{T|s}
-                         + 1/2 int_s^T g_t^2 E[ ||s(x_t, t)||^2 + 2 s(x_t, t) . z / sigma_{t|s} ] dt,
-    the drift's divergence term int_s^T -div f dt = -N log a_{T|s} in closed form. Conditioning on
-    x at t_eps itself covers all of [t_eps, T], so there is no end term left to add (the paper's
-    code instead bounds -log p_0 of a model with a Gaussian decoder from t_eps to 0, a different
-    density from the ODE's, and pays for it with an extra Jensen term). Averaged over
-    data x ~ p_{t_eps} the bound exceeds the entropy by exactly KL(p_T || pi) + 1/2 int_s^T g_t^2
-    E ||s - grad log p_t||^2 dt, so it is tight for the exact score and pi = p_T.
-
-    Estimator: t from `sde_lib.sample_time(importance=...)` (uniform in log-SNR: density
-    proportional to g^2 / sigma^2), reweighted by `time_density`; z and -z (antithetic) at each t,
-    which removes the 1/sigma_{t|s} blow-up of the s . z term as t -> t_eps. The prior term is in
-    closed form for the default Gaussian prior, else by the same antithetic draws.
-
-    Args:
-        sde, score_fn: as for `log_likelihood`.
-        x: (B, *D) float32 or float64 data, treated as a sample at time t_eps.
-        time_samples: time draws per sample (each with an antithetic pair of noises).
-        t_eps: the lower end of the time integral.
-        importance: sample t by importance (True) or uniformly on [t_eps, T].
-        prior_logp: log pi(z), (B, *D) -> (B,); default `sde.prior_logp`.
-        generator: the source of t and z.
-        chunk_size: time draws per score call (the call sees chunk_size * B samples); default
-            keeps a call under 2^22 elements.
-
-    Returns:
-        BoundResult(bound (B,), stderr (B,), nfe).
-    """
-    _check_batch(x)
-    check_t_eps(sde, t_eps)
-    check_int("time_samples", time_samples, 2)
-    b, n, dt = x.shape[0], x[0].numel(), x.dtype
-    if chunk_size is None:
-        chunk_size = max(1, min(time_samples, 2**22 // x.numel()))
-    check_int("chunk_size", chunk_size)
-
-    def kernel(t: Tensor) -> tuple[Tensor, Tensor]:
-        """a_{t|s}, sigma_{t|s} from s = t_eps, in float64; sigma_{t|s} > 0 at t = s too."""
-        a, sig = sde.transition(t_eps, t, check=False)
-        return a, sig.clamp_min(torch.finfo(dt).tiny ** 0.5)
-
-    with torch.no_grad():
-        x = x.detach()
-        ends = SDEGrid(sde, torch.tensor([sde.T, t_eps], dtype=torch.float64))
-        a_T, sig_T = ends.kernel_scale.item(), ends.kernel_std.item()
-        drift_term = -n * math.log(a_T)
-        if prior_logp is None:  # E[-log N(a x + sigma z; 0, p^2 I)] exactly
-            prior = -sde.prior_logp(a_T * x) + n * sig_T**2 / (2 * sde.prior_std**2)
-        values = []
-        for start in range(0, time_samples, chunk_size):
-            c = min(chunk_size, time_samples - start)
-            t = sample_time(sde, c * b, t_eps=t_eps, importance=importance, generator=generator,
-                            dtype=torch.float64, device=x.device)
-            a, sig = kernel(t)
-            weight = sde.diffusion(t, check=False) ** 2 / time_density(
-                sde, t, t_eps=t_eps, importance=importance, check=False)
-            xc = x.repeat(c, *([1] * (x.ndim - 1)))
-            z = torch.randn(xc.shape, generator=generator, dtype=dt, device=x.device)
-            mean, sig_b = append_dims(a.to(dt), x.ndim) * xc, append_dims(sig.to(dt), x.ndim)
-            tc = t.to(dt)
-            s_plus, s_minus = score_fn(mean + sig_b * z, tc), score_fn(mean - sig_b * z, tc)
-            if s_plus.shape != xc.shape:
-                raise ValueError(f"score_fn must return a tensor shaped like x {tuple(xc.shape)},"
-                                 f" got {tuple(s_plus.shape)}")
-            sq = 0.5 * (s_plus.flatten(1).pow(2).sum(1) + s_minus.flatten(1).pow(2).sum(1))
-            cross = ((s_plus - s_minus) * z).flatten(1).sum(1) / sig.to(dt)
-            value = 0.5 * weight.to(dt) * (sq + cross) + drift_term
-            if prior_logp is None:
-                value = value + prior.repeat(c)
-            else:
-                z_T = torch.randn(xc.shape, generator=generator, dtype=dt, device=x.device)
-                m_T = a_T * xc
-                value = value - 0.5 * (_prior_log_prob(prior_logp, sde, m_T + sig_T * z_T)
-                                       + _prior_log_prob(prior_logp, sde, m_T - sig_T * z_T))
-            values.append(value.view(c, b))
-        values = torch.cat(values)
-        return BoundResult(bound=values.mean(0), stderr=values.std(0) / math.sqrt(time_samples),
-                           nfe=2 * time_samples)

@@ -10,7 +10,7 @@ import torch
 from scipy.integrate import quad
 
 from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
-from score_sde.solvers.likelihood import nll_bound
+from score_sde.solvers.likelihood_bound import nll_bound
 
 D64 = torch.float64
 T_EPS = 1e-5
