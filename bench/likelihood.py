@@ -1,96 +1,68 @@
-"""Benchmark: exact log-likelihood through the probability-flow ODE, ours against two baselines.
+"""Benchmark: the likelihood's per-point error against CPU time, ours beside score_sde_pytorch's
+method, on Gaussian mixtures whose exact score and exact log p_T are known.
 
-    python bench/likelihood.py                 # 2-D, 64-D (1x8x8) and 3072-D (3x32x32), VP SDE
-    python bench/likelihood.py --dims 2 64 --repeats 5 --dtype float64
+    OMP_NUM_THREADS=1 python bench/likelihood.py --dims 64 --sde vp --repeats 3
+    OMP_NUM_THREADS=1 python bench/likelihood.py --dims 3072 --sde vp --repeats 3
 
-Same inputs, same tolerances (rtol = atol = 1e-5, t_eps = 1e-5, dopri5 / RK45), one process:
-    ours exact        solvers.log_likelihood(divergence="exact"): vmapped vector-Jacobian products
-    ours hutch P=k    solvers.log_likelihood(divergence="hutchinson", probes=k)
-    torchdiffeq loop  a plain torchdiffeq solve whose divergence is one autograd pass per dimension
-    scipy RK45        score_sde_pytorch's approach: scipy.integrate.solve_ivp on a flat numpy state,
-                      torch <-> numpy on every evaluation, one Hutchinson probe, and the velocity
-                      and the divergence from two separate score evaluations
-Data: a Gaussian mixture (3 components in 2-D, 4 otherwise), whose exact score is the score
-function and whose exact log p_T is the prior for every method, so "err" is solver plus estimator
-error against the closed form -log p_{t_eps}(x). NFE counts right-hand-side evaluations. Time is the
-median wall time of the repeats after one warm-up; memory is the peak RSS above the pre-run level
-(VmHWM reset through /proc/self/clear_refs; CUDA: max_memory_allocated). Exact divergence is skipped
-in 3072-D (the loop would take 3072 backward passes per evaluation).
+Every method gets the same data (float32), the same exact score function, the same exact log p_T
+as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol):
+    score_sde RK45 P=k  score_sde_pytorch's `likelihood.get_likelihood_fn`, reimplemented: the
+                        whole batch and one log-density per sample as one flat numpy vector,
+                        scipy.integrate.solve_ivp(method="RK45"), so scipy's RMS error norm over
+                        that vector; torch <-> numpy on every evaluation; the drift and the
+                        Hutchinson divergence from two separate score evaluations; its probes
+                        (Rademacher) drawn once and fixed (k = 1 is score_sde_pytorch; k > 1
+                        averages k vector-Jacobian products, the same code otherwise)
+    ours hutch P=k <c>  solvers.log_likelihood(divergence="hutchinson", probes=k,
+                        error_control=c): "batch" is the flat RMS norm above, "per_sample" ours
+    ours exact <dtype>  solvers.log_likelihood(divergence="exact", state_dtype=dtype)
+"err" is |nll - (-log p_{t_eps}(x))| per point against the float64 closed form: solver plus
+estimator error. Time is process CPU time (time.process_time, so other jobs on a shared machine do
+not count), the median over `repeats` rounds that run every configuration once in turn
+(interleaved), after one warm-up round. The front table gives, at each error level, the cheapest
+configuration of each side whose mean per-point error is at or below it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import re
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
-import torchdiffeq
 from scipy.integrate import solve_ivp
 
-from score_sde.sde_lib import VPSDE, GaussianMixture
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture
 from score_sde.solvers.likelihood import log_likelihood
 
-T_EPS, TOL = 1e-5, 1e-5
+T_EPS = 1e-5
 SHAPES = {2: (2,), 64: (1, 8, 8), 3072: (3, 32, 32)}
 BATCH = {2: 64, 64: 32, 3072: 8}
+LEVELS = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3)
+Run = Callable[[], tuple[torch.Tensor, int]]
 
 
-def make_problem(dim: int, dtype: torch.dtype, device: str):
+def make_problem(dim: int, sde: SDE):
+    """(mixture in float32, data x (B, *D) float32, exact -log p_{t_eps}(x) in float64)."""
     g = torch.Generator().manual_seed(dim)
     shape, k = SHAPES[dim], (3 if dim == 2 else 4)
     spread, width = (1.5, 0.5) if dim == 2 else (0.5, 0.2)
     means = spread * (2 * torch.rand(k, *shape, generator=g, dtype=torch.float64) - 1)
     stds = width * (0.5 + torch.rand(k, *shape, generator=g, dtype=torch.float64))
-    x = GaussianMixture(means, stds).sample(BATCH[dim], generator=g).to(device)
-    gm64 = GaussianMixture(means.to(device), stds.to(device))
-    gm = GaussianMixture(means.to(device, dtype), stds.to(device, dtype))
-    sde = VPSDE()
-    exact = -gm64.log_prob(x, T_EPS, sde)  # float64 closed form at the data
-    return sde, gm, x.to(dtype), exact
+    x = GaussianMixture(means, stds).sample(BATCH[dim], generator=g)
+    exact = -GaussianMixture(means, stds).log_prob(x, T_EPS, sde)
+    return GaussianMixture(means.float(), stds.float()), x.float(), exact
 
 
-# -- the methods: each maps (sde, score_fn, x, prior_logp) to (nll (B,), nfe) -------------------
-def ours(divergence: str, probes: int = 1):
-    def run(sde, score_fn, x, prior_logp):
-        res = log_likelihood(sde, score_fn, x, divergence=divergence, probes=probes, rtol=TOL,
-                             atol=TOL, t_eps=T_EPS, prior_logp=prior_logp,
-                             generator=torch.Generator(x.device).manual_seed(0))
-        return res.nll, res.nfe
-    return run
-
-
-def torchdiffeq_loop(sde, score_fn, x, prior_logp):
-    """The plain way: autograd of the velocity, one backward pass per dimension; default norm."""
-    b, n, nfe = x.shape[0], x[0].numel(), 0
-
-    def f(t, state):
-        nonlocal nfe
-        nfe += 1
-        t = t.to(x.dtype).clamp(max=sde.T).expand(b)
-        with torch.enable_grad():
-            y = state[0].detach().requires_grad_()
-            v = sde.probability_flow_drift(y, t, score_fn(y, t)).flatten(1)
-            div = sum(torch.autograd.grad(v[:, i].sum(), y, retain_graph=i < n - 1)[0]
-                      .flatten(1)[:, i] for i in range(n))
-        return v.detach().view_as(y), div.detach()
-
-    ts = torch.tensor([T_EPS, sde.T], dtype=x.dtype, device=x.device)
-    xs, deltas = torchdiffeq.odeint(f, (x, x.new_zeros(b)), ts, rtol=TOL, atol=TOL,
-                                    method="dopri5")
-    return -(prior_logp(xs[-1]) + deltas[-1]), nfe
-
-
-def scipy_rk45(sde, score_fn, x, prior_logp):
-    """score_sde_pytorch's likelihood: flat numpy state, solve_ivp RK45, one fixed Rademacher
-    probe, drift and Hutchinson divergence from two score evaluations."""
+def score_sde_rk45(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, probes: int
+                   ) -> tuple[torch.Tensor, int]:
+    """score_sde_pytorch's likelihood (module doc); returns (nll (B,), score evaluations)."""
     shape, b = x.shape, x.shape[0]
-    g = torch.Generator(x.device).manual_seed(0)
-    eps = torch.randint(0, 2, shape, generator=g, device=x.device).to(x.dtype) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    eps = torch.randint(0, 2, (probes, *shape), generator=g).to(x.dtype) * 2 - 1
 
     def drift_fn(y, t):
         return sde.probability_flow_drift(y, t, score_fn(y, t))
@@ -98,93 +70,103 @@ def scipy_rk45(sde, score_fn, x, prior_logp):
     def div_fn(y, t):
         with torch.enable_grad():
             y = y.detach().requires_grad_()
-            fn_eps = torch.sum(drift_fn(y, t) * eps)
-            grad = torch.autograd.grad(fn_eps, y)[0]
-        return torch.sum(grad * eps, dim=tuple(range(1, y.ndim)))
+            drift = drift_fn(y, t)
+            grads = [torch.autograd.grad(drift, y, e, retain_graph=k < probes - 1)[0] * e
+                     for k, e in enumerate(eps)]
+        return torch.stack(grads).flatten(2).sum(-1).mean(0)
 
     def ode_func(t, state):
-        y = torch.from_numpy(state[:-b].reshape(shape)).to(x.device, x.dtype)
-        vec_t = torch.full((b,), t, dtype=x.dtype, device=x.device)
-        drift = drift_fn(y, vec_t).detach().cpu().numpy().reshape(-1)
-        logp_grad = div_fn(y, vec_t).detach().cpu().numpy().reshape(-1)
+        y = torch.from_numpy(state[:-b].reshape(shape)).to(x.dtype)
+        vec_t = torch.full((b,), t, dtype=x.dtype)
+        drift = drift_fn(y, vec_t).detach().numpy().reshape(-1)
+        logp_grad = div_fn(y, vec_t).detach().numpy().reshape(-1)
         return np.concatenate([drift, logp_grad], axis=0)
 
-    init = np.concatenate([x.detach().cpu().numpy().reshape(-1), np.zeros(b)])
-    sol = solve_ivp(ode_func, (T_EPS, sde.T), init, rtol=TOL, atol=TOL, method="RK45")
-    zp = torch.from_numpy(sol.y[:, -1]).to(x.device, x.dtype)
-    return -(prior_logp(zp[:-b].reshape(shape)) + zp[-b:]), sol.nfev
+    init = np.concatenate([x.numpy().reshape(-1), np.zeros(b)])
+    sol = solve_ivp(ode_func, (T_EPS, sde.T), init, rtol=tol, atol=tol, method="RK45")
+    zp = torch.from_numpy(sol.y[:, -1]).to(x.dtype)
+    return -(prior_logp(zp[:-b].reshape(shape)) + zp[-b:]), 2 * sol.nfev
 
 
-# -- measuring ----------------------------------------------------------------------------------
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1)) / 1024
+def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, **kwargs
+         ) -> tuple[torch.Tensor, int]:
+    res = log_likelihood(sde, score_fn, x, rtol=tol, atol=tol, t_eps=T_EPS, prior_logp=prior_logp,
+                         generator=torch.Generator().manual_seed(0), **kwargs)
+    return res.nll, res.nfe
 
 
-def measure(run: Callable, device: str, repeats: int) -> tuple[torch.Tensor, int, float, float]:
-    """(nll, nfe, median seconds, peak MiB) of run(): a warm-up call, one call for the peak memory,
-    then `repeats` timed calls."""
-    run()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        base = _status_mib("VmRSS")
-    nll, nfe = run()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = _status_mib("VmHWM") - base
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return nll, nfe, statistics.median(times), peak
+def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Callable, dict]]:
+    """name -> (side, method, settings without the tolerance)."""
+    out = {}
+    for p in probe_counts:
+        out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
+        for control in ("batch", "per_sample"):
+            out[f"ours hutch P={p} {control}"] = ("ours", ours, {
+                "divergence": "hutchinson", "probes": p, "error_control": control})
+    if dim <= 64:
+        for dtype in ("float32", "float64"):
+            out[f"ours exact {dtype}"] = ("ours", ours, {"divergence": "exact",
+                                                          "state_dtype": dtype})
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64, 3072], choices=SHAPES)
+    parser.add_argument("--dims", type=int, nargs="+", default=[64], choices=SHAPES)
+    parser.add_argument("--sde", nargs="+", default=["vp"], choices=["vp", "ve"])
+    parser.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--hutch-tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-5])
+    parser.add_argument("--exact-tols", type=float, nargs="+", default=[1e-3, 1e-5, 1e-7])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    methods = {"ours exact": ours("exact"), "ours hutch P=1": ours("hutchinson"),
-               "ours hutch P=16": ours("hutchinson", 16), "torchdiffeq loop": torchdiffeq_loop,
-               "scipy RK45 (score_sde)": scipy_rk45}
-    print(f"VP SDE, {args.dtype}, {args.device}, torch threads {torch.get_num_threads()}, "
-          f"rtol = atol = {TOL}, t_eps = {T_EPS}, median of {args.repeats}")
-    print("| D | B | method | mean abs err (nats) | max abs err | NFE | time (s) | "
-          "peak mem (MiB) | time / ours |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for dim in args.dims:
-        sde, gm, x, exact = make_problem(dim, dtype, args.device)
-        score_fn = lambda y, t, gm=gm, sde=sde: gm.score(y, t, sde)  # noqa: E731
-        prior_logp = lambda z, gm=gm, sde=sde: gm.log_prob(z, sde.T, sde)  # noqa: E731
-        reference = None
-        for name, method in methods.items():
-            if dim > 64 and name in ("ours exact", "torchdiffeq loop"):
-                continue
-            run = functools.partial(method, sde, score_fn, x, prior_logp)
-            nll, nfe, sec, peak = measure(run, args.device, args.repeats)
-            err = (nll.double() - exact).abs()
-            if name == ("ours exact" if dim <= 64 else "ours hutch P=1"):
-                reference = sec
-            ratio = f"{sec / reference:.2f}" if reference else "-"
-            print(f"| {dim} | {x.shape[0]} | {name} | {err.mean().item():.2e} | "
-                  f"{err.max().item():.2e} | {nfe} | {sec:.3f} | {peak:.1f} | {ratio} |",
-                  flush=True)
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread, float32 data and score, t_eps = {T_EPS}, "
+          f"CPU seconds: median of {args.repeats} interleaved rounds")
+    for name in args.sde:
+        sde = VPSDE() if name == "vp" else VESDE(sigma_min=0.01, sigma_max=50.0)
+        for dim in args.dims:
+            gm, x, exact = make_problem(dim, sde)
+            score_fn = lambda y, t, gm=gm, sde=sde: gm.score(y, t, sde)  # noqa: E731
+            prior_logp = lambda z, gm=gm, sde=sde: gm.log_prob(z, sde.T, sde)  # noqa: E731
+            runs: dict[tuple[str, float], tuple[str, Run]] = {}
+            for label, (side, method, kwargs) in configurations(dim, args.probes).items():
+                tols = args.exact_tols if "exact" in label else args.hutch_tols
+                for tol in tols:
+                    runs[label, tol] = (side, functools.partial(
+                        method, sde, score_fn, x, prior_logp, tol, **kwargs))
+            times: dict[tuple[str, float], list[float]] = {key: [] for key in runs}
+            results = {}
+            for rnd in range(args.repeats + 1):  # round 0 warms up
+                for key, (_, run) in runs.items():
+                    start = time.process_time()
+                    nll, nfe = run()
+                    if rnd:
+                        times[key].append(time.process_time() - start)
+                    results[key] = ((nll.double() - exact).abs(), nfe)
+            print(f"\n### {name.upper()}, D = {dim}, B = {x.shape[0]}\n")
+            print("| method | rtol = atol | mean err (nats) | max err | score evals | CPU s |")
+            print("|---|---|---|---|---|---|")
+            rows = []
+            for key, (side, _) in runs.items():
+                err, nfe = results[key]
+                sec = statistics.median(times[key])
+                rows.append((side, key[0], key[1], err.mean().item(), sec))
+                print(f"| {key[0]} | {key[1]:.0e} | {err.mean().item():.2e} | "
+                      f"{err.max().item():.2e} | {nfe} | {sec:.3f} |")
+            print(f"\n### front, {name.upper()}, D = {dim}: cheapest configuration with mean err "
+                  "<= level\n")
+            print("| level (nats) | score_sde | ours | CPU ours / score_sde |")
+            print("|---|---|---|---|")
+            for level in LEVELS:
+                best = {}
+                for side in ("score_sde", "ours"):
+                    ok = [r for r in rows if r[0] == side and r[3] <= level]
+                    best[side] = min(ok, key=lambda r: r[4]) if ok else None
+                cells = [f"{r[1]} {r[2]:.0e}: {r[4]:.3f} s" if r else "not reached"
+                         for r in (best["score_sde"], best["ours"])]
+                ratio = (f"{best['ours'][4] / best['score_sde'][4]:.2f}"
+                         if best["ours"] and best["score_sde"] else "-")
+                print(f"| {level:g} | {cells[0]} | {cells[1]} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

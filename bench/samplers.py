@@ -33,6 +33,7 @@ import time
 
 import diffusers
 import torch
+import torchdiffeq
 import torchsde
 
 from score_sde import solvers
@@ -86,7 +87,8 @@ def diffusers_sampler(cls, sde: SDE, score, x_T, nfe, **config):
         eps = -sde.sigma(t)[:, None] * score(scale[k] * y, t)
         calls += 1
         y = sched.step(eps, k, y).prev_sample
-    return scale[0] * y, calls
+    final_zero = config.get("final_sigmas_type", "zero") == "zero"  # diffusers' default
+    return (y if final_zero else scale[0] * y), calls  # sigma 0 is t = 0 of the VP view: s = 1
 
 
 OURS_ODE = {  # name: sampler(sde, score, x_T, nfe) -> SampleResult or None (NFE not reachable)
@@ -124,10 +126,56 @@ PEERS = {
     "diffusers UniPC-3 (bh2)": (diffusers.UniPCMultistepScheduler, dict(
         solver_order=3, final_sigmas_type="sigma_min")),
 }
+# diffusers' recommended configurations (their defaults and docs): the last step to sigma = 0
+# (final_sigmas_type="zero", a denoising step), lower_order_final=True, and for Karras / lu spacing
+# euler_at_final=True; judged against the PF-ODE's limit at noise 0 (`ode_limit`), not at t_eps.
+RECOMMENDED = {
+    f"diffusers DPM-Solver++ {order}M ({label}, final sigma 0)": (
+        diffusers.DPMSolverMultistepScheduler, dict(
+            solver_order=order, algorithm_type="dpmsolver++", lower_order_final=True, **extra))
+    for order in (2, 3)
+    for label, extra in (("linspace", {}),
+                         ("Karras", dict(use_karras_sigmas=True, euler_at_final=True)),
+                         ("lu", dict(use_lu_lambdas=True, euler_at_final=True)))
+} | {
+    f"diffusers UniPC-{order} (bh2, final sigma 0)": (diffusers.UniPCMultistepScheduler, dict(
+        solver_order=order, lower_order_final=True))
+    for order in (2, 3)
+}
 
 
-def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
-    """Rows (name, cells) of ode_err / sw2, and the best ode_err per NFE of ours and of diffusers."""
+class _NoiseLevel:
+    """The mixture noised by N(0, s^2 I) at "time" s (alpha = 1, sigma = s), for its score."""
+
+    T = 1.0
+
+    def alpha(self, s):
+        return torch.ones_like(s)
+
+    def sigma(self, s):
+        return s
+
+
+def ode_limit(gm: GaussianMixture, sde: SDE, x: torch.Tensor, t: float) -> torch.Tensor:
+    """The PF-ODE continued from x at time t to noise 0: in z = x / alpha(t) the ODE is
+    dz/ds = -s grad log p^(s)(z) with p^(s) the mixture convolved with N(0, s^2 I), from
+    s = sigma(t) / alpha(t) to 0 (dopri5, rtol = atol = 1e-9)."""
+    tt = torch.tensor(t, dtype=torch.float64)
+    s0 = (sde.sigma(tt) / sde.alpha(tt)).item()
+    level = _NoiseLevel()
+
+    def f(u, z):  # u = s0 - s runs forward from 0 to s0
+        s = (s0 - u).clamp(0.0, s0)
+        return s * gm.score(z, s.expand(z.shape[0]), level)
+
+    ends = torch.tensor([0.0, s0], dtype=torch.float64)
+    return torchdiffeq.odeint(f, x / sde.alpha(tt), ends, rtol=1e-9, atol=1e-9)[-1]
+
+
+def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0,
+                   peers_only: bool = False):
+    """Rows (name, cells) of ode_err / sw2, and the best ode_err per NFE of ours and of diffusers
+    (peers_only: the diffusers rows alone, the recommended configurations included)."""
     gm = mixture(dim)
 
     def score(x, t):
@@ -144,7 +192,7 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
     pilot = exact_draw(gm, sde, N_PILOT, 1.0, torch.Generator().manual_seed(seed + 1))
     rows, best = [], {kind: [math.inf] * len(nfes) for kind in ("ours", "fixed", "diffusers")}
 
-    def row(name, results, kind=None):
+    def row(name, results, kind=None, target=ref):
         cells = []
         for j, (x, nfe) in enumerate(results):
             if x is None:
@@ -153,7 +201,7 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
             sw = sliced_w2(x, truth)
             cell = f"{sw:.3f}"
             if kind is not None:
-                err = ((x - ref).norm(dim=1) / math.sqrt(dim)).pow(2).mean().sqrt().item()
+                err = ((x - target).norm(dim=1) / math.sqrt(dim)).pow(2).mean().sqrt().item()
                 cell = f"{err:.1e} / {cell}"
                 if nfe <= nfes[j]:
                     for k in ("ours", "fixed") if kind == "fixed" else (kind,):
@@ -170,15 +218,17 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
             out.append((None, k) if r is None else (r.x, r.nfe))
         return out
 
-    for name, run in stochastic.items():
+    tuning_s = 0.0
+    for name, run in ({} if peers_only else stochastic).items():
         row(name, results_of(run))
-    for name, run in OURS_ODE.items():
+    for name, run in ({} if peers_only else OURS_ODE).items():
         row(name, results_of(lambda k, run=run: run(sde, score, x_T, k)), "fixed")
     unipc3 = functools.partial(solvers.dpm_solver_multistep, order=3, corrector="unipc")
     start = time.perf_counter()
-    for name, evals, shift in (("unipc 3 (pilot grid)", {}, False),
-                               ("unipc 3 (pilot grid + search)", SEARCH_EVALS, False),
-                               ("unipc 3 (pilot grid + search, shifted t)", SEARCH_EVALS, True)):
+    for name, evals, shift in () if peers_only else (
+            ("unipc 3 (pilot grid)", {}, False),
+            ("unipc 3 (pilot grid + search)", SEARCH_EVALS, False),
+            ("unipc 3 (pilot grid + search, shifted t)", SEARCH_EVALS, True)):
         row(name, results_of(lambda k, evals=evals, shift=shift: None if shift and k not in evals
                              else unipc3(sde, score, x_T, **solvers.tune_grid(
                                  sde, score, pilot, k, search_evals=evals.get(k, 0),
@@ -186,6 +236,11 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0):
     tuning_s = time.perf_counter() - start
     for name, (cls, cfg) in PEERS.items():
         row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes], "diffusers")
+    if peers_only:
+        limit = ode_limit(gm, sde, ref, T_EPS)
+        for name, (cls, cfg) in RECOMMENDED.items():
+            row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes],
+                "diffusers", target=limit)
     row("PF-ODE reference (dopri5, 1e-9)", [(ref, k) for k in nfes])
     floor = torch.tensor([sliced_w2(exact_draw(gm, sde, n, T_EPS, g), truth) for _ in range(10)])
     rows.append(("exact draws (noise floor: mean +- sd of 10)",
@@ -199,6 +254,8 @@ def main():
     parser.add_argument("--dims", default="2,16", help="mixture dimensions, comma-separated")
     parser.add_argument("--sdes", default="vp,ve", help="SDEs, comma-separated: vp, ve")
     parser.add_argument("--quick", action="store_true", help="2-D VP only, NFE 10 and 50")
+    parser.add_argument("--peers-only", action="store_true",
+                        help="diffusers' rows only, with its recommended configurations")
     args = parser.parse_args()
     torch.set_num_threads(1)
     nfes = [10, 50] if args.quick else [5, 10, 20, 50]
@@ -212,7 +269,8 @@ def main():
     for name in names:
         for dim in dims:
             title = f"{name.upper()}, {dim}-D mixture"
-            rows, best, tuning_s = accuracy_table(sdes[name](), dim, args.n, nfes)
+            rows, best, tuning_s = accuracy_table(sdes[name](), dim, args.n, nfes,
+                                                  peers_only=args.peers_only)
             print(f"## {title}: ode_err / sw2 at NFE " + " / ".join(map(str, nfes))
                   + f" (pilot grids: {tuning_s:.0f} s for the three rows, sampling included)")
             print("| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
@@ -221,7 +279,8 @@ def main():
                 print(f"| {row_name} | " + " | ".join(cells) + " |")
             print()
             summary.append((title, best))
-    for kind, what in (("ours", "ours"), ("fixed", "ours on fixed grids (no pilot)")):
+    for kind, what in () if args.peers_only else (
+            ("ours", "ours"), ("fixed", "ours on fixed grids (no pilot)")):
         print(f"## best ode_err of {what} / best of diffusers (ratio) at NFE "
               + " / ".join(map(str, nfes)))
         print("| problem | " + " | ".join(f"NFE {k}" for k in nfes) + " |")

@@ -3,7 +3,7 @@
 A field `fn(x) -> like x` on x of shape (B, *D) is assumed to act on each sample separately (a
 score network in eval mode does), so its Jacobian is block-diagonal over the batch and one
 vector-Jacobian product with the same cotangent for every sample gives one row of every sample's
-Jacobian at once. Both estimators are built on `torch.func.vjp` and `torch.func.vmap`:
+Jacobian at once. Both estimators are built on vector-Jacobian products (`_vjp`):
 
     exact        div fn(x) = sum_i e_i^T J(x) e_i, the N = prod(D) basis vectors vmapped in chunks
                  of `chunk_size` (memory chunk_size * B * N), never a Python loop over dimensions
@@ -27,13 +27,31 @@ NOISES = ("rademacher", "gaussian")
 _CHUNK_ELEMENTS = 2**24  # default memory budget of one exact-divergence chunk, in tensor elements
 
 
-def _vjp(fn: Field, x: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]:
-    with torch.enable_grad():
-        value, vjp_fn = torch.func.vjp(fn, x.detach())
+def _vjp(fn: Field, x: Tensor, batched: bool) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """fn(x) and a function mapping cotangents (K, *x.shape) to their products with fn's
+    Jacobian, (K, *x.shape), K = 1 unless `batched`; it may be called more than once. One
+    cotangent takes a plain backward pass (about half the overhead of `torch.func.vjp` on small problems,
+    bench/README.md); several go through `torch.func.vjp` and `vmap`, which every op of diffusers'
+    UNet supports (autograd's `is_grads_batched` does not)."""
+    with torch.enable_grad():  # vmapped backward under no_grad fails in some ops (diffusers' UNet)
+        if not batched:
+            y = x.detach().requires_grad_()
+            value = fn(y)
+        else:
+            value, func_vjp = torch.func.vjp(fn, x.detach())
     if value.shape != x.shape:
         raise ValueError(f"the field must return a tensor shaped like x {tuple(x.shape)}, got "
                          f"{tuple(value.shape)}")
-    return value, vjp_fn
+
+    def vjp_fn(cotangents: Tensor) -> Tensor:
+        with torch.enable_grad():
+            if batched:
+                return torch.func.vmap(lambda v: func_vjp(v)[0])(cotangents)
+            if not value.requires_grad:  # fn does not depend on x
+                return torch.zeros_like(cotangents)
+            return torch.autograd.grad(value, y, cotangents[0], materialize_grads=True)[0][None]
+
+    return value.detach(), vjp_fn
 
 
 def default_chunk_size(x: Tensor) -> int:
@@ -58,19 +76,17 @@ def exact_divergence(fn: Field, x: Tensor, *, chunk_size: int | None = None
     if chunk_size is None:
         chunk_size = default_chunk_size(x)
     check_int("chunk_size", chunk_size)
-    value, vjp_fn = _vjp(fn, x)
     b, n = x.shape[0], x[0].numel()
-    rows = torch.func.vmap(lambda v: vjp_fn(v)[0])
+    value, vjp_fn = _vjp(fn, x, batched=n > 1)
     div = x.new_zeros(b)
     for start in range(0, n, chunk_size):
         idx = torch.arange(start, min(start + chunk_size, n), device=x.device)
         basis = torch.zeros(len(idx), 1, n, dtype=x.dtype, device=x.device)
         basis[torch.arange(len(idx)), 0, idx] = 1
         basis = basis.expand(-1, b, -1).reshape(len(idx), *x.shape)
-        with torch.enable_grad():  # vmapped backward under no_grad fails in some ops (diffusers' UNet)
-            jac_rows = rows(basis).reshape(len(idx), b, n)  # row i of every sample's Jacobian
+        jac_rows = vjp_fn(basis).reshape(len(idx), b, n)  # row i of every sample's Jacobian
         div = div + jac_rows.gather(2, idx.view(-1, 1, 1).expand(-1, b, 1)).sum((0, 2))
-    return value.detach(), div.detach()
+    return value, div.detach()
 
 
 def draw_probes(x: Tensor, probes: int, noise: str = "rademacher", *,
@@ -109,11 +125,6 @@ def hutchinson_divergence(fn: Field, x: Tensor, probes: Tensor, *, per_coordinat
     if probes.shape[1:] != x.shape:
         raise ValueError(f"probes must have shape (P, *x.shape) = (P, {', '.join(map(str, x.shape))})"
                          f", got {tuple(probes.shape)}")
-    value, vjp_fn = _vjp(fn, x)
-    with torch.enable_grad():  # as in exact_divergence
-        if len(probes) == 1:  # one probe: a plain vector-Jacobian product, no vmap needed
-            vjps = vjp_fn(probes[0])[0][None]
-        else:
-            vjps = torch.func.vmap(lambda v: vjp_fn(v)[0])(probes)
-    terms = (vjps * probes).detach()
-    return value.detach(), terms if per_coordinate else terms.flatten(2).sum(-1)
+    value, vjp_fn = _vjp(fn, x, batched=len(probes) > 1)
+    terms = (vjp_fn(probes) * probes).detach()
+    return value, terms if per_coordinate else terms.flatten(2).sum(-1)
