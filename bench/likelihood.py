@@ -14,7 +14,9 @@ as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol
                         (Rademacher) drawn once and fixed (k = 1 is score_sde_pytorch; k > 1
                         averages k vector-Jacobian products, the same code otherwise)
     ours hutch P=k <c>  solvers.log_likelihood(divergence="hutchinson", probes=k,
-                        error_control=c): "batch" is the flat RMS norm above, "per_sample" ours
+                        error_control=c, error_bars=False): "batch" is the flat RMS norm above,
+                        "per_sample" ours; "+ error bars" also integrates the probes'
+                        per-coordinate terms for `stderr` / `interval` (score_sde has none)
     ours exact <dtype>  solvers.log_likelihood(divergence="exact", state_dtype=dtype)
 "err" is |nll - (-log p_{t_eps}(x))| per point against the float64 closed form: solver plus
 estimator error. Time is process CPU time (time.process_time, so other jobs on a shared machine do
@@ -102,7 +104,11 @@ def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Ca
         out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
         for control in ("batch", "per_sample"):
             out[f"ours hutch P={p} {control}"] = ("ours", ours, {
-                "divergence": "hutchinson", "probes": p, "error_control": control})
+                "divergence": "hutchinson", "probes": p, "error_control": control,
+                "error_bars": False})
+        if p > 1:
+            out[f"ours hutch P={p} per_sample + error bars"] = ("ours", ours, {
+                "divergence": "hutchinson", "probes": p})
     if dim <= 64:
         for dtype in ("float32", "float64"):
             out[f"ours exact {dtype}"] = ("ours", ours, {"divergence": "exact",

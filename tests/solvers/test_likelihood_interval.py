@@ -60,7 +60,8 @@ def test_intervals_cover_the_exact_nll_at_their_level(probes):
     assert 0.92 <= hits / 200 <= 0.98
 
 
-def test_interval_needs_two_probes_and_is_a_point_for_the_exact_divergence():
+def test_interval_needs_two_probes_with_error_bars_and_is_a_point_when_exact():
+    """error_bars=False drops the per-coordinate terms: same NLL and steps, no interval."""
     gm = GaussianMixture(torch.zeros(1, 2, dtype=D64), torch.ones(1, 2, dtype=D64))
     sde, x = VPSDE(), torch.zeros(3, 2, dtype=D64)
     score_fn = lambda y, t: gm.score(y, t, sde)  # noqa: E731
@@ -70,5 +71,13 @@ def test_interval_needs_two_probes_and_is_a_point_for_the_exact_divergence():
     one = log_likelihood(sde, score_fn, x, divergence="hutchinson")
     with pytest.raises(ValueError, match="probes >= 2"):
         one.interval()
+    bare = log_likelihood(sde, score_fn, x, divergence="hutchinson", probes=3, error_bars=False,
+                          generator=torch.Generator().manual_seed(0))
+    full = log_likelihood(sde, score_fn, x, divergence="hutchinson", probes=3,
+                          generator=torch.Generator().manual_seed(0))
+    assert bare.stderr is None and full.stderr is not None and bare.nfe == full.nfe
+    torch.testing.assert_close(bare.nll, full.nll, rtol=0, atol=1e-12)  # same steps, same sum
+    with pytest.raises(ValueError, match="error_bars=True"):
+        bare.mean_interval()
     with pytest.raises(ValueError, match="level"):
         exact.interval(level=1.5)
