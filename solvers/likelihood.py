@@ -80,9 +80,8 @@ class LikelihoodResult:
         direction dominates the estimator's variance, conservative when several share it. On
         Gaussian mixtures 95% intervals cover 94-97% of points from 8-D to 32-D at 2, 4 and 16
         probes, but 80% / 90% in 4-D at 2 / 4 probes, where two Rademacher probes can agree (use
-        the exact divergence there), bench/README.md. The
-        solver's own error (set by rtol, atol) is not included; with the exact divergence the
-        interval is (nll, nll).
+        the exact divergence there), bench/README.md. The solver's own error (set by rtol, atol)
+        is not included; with the exact divergence the interval is (nll, nll).
 
         Raises:
             ValueError: one Hutchinson probe (no spread to measure) or error_bars=False, or level
