@@ -72,6 +72,10 @@ class NLLSettings:
     max_steps: int = 10_000  # adaptive steps before a solve gives up
     step_size: float | None = None  # the step of a fixed-step method (euler, rk4, ...)
     chunk_size: int | None = None  # basis vectors per pass of the exact divergence (memory)
+    # "per_sample": every point's x and log-density within tolerance; "batch": the batch's RMS as
+    # one flat vector (score_sde_pytorch's semantics: fewer steps, looser per point)
+    error_control: str = "per_sample"
+    state_dtype: str | None = None  # the ODE state's dtype: null (the data's), float32 or float64
     dequant_draws: int = 1  # images: dequantization draws per point
     batch_size: int = 1000  # points per solve; each batch has its own seed
 
@@ -290,7 +294,8 @@ def _check_device(device: str) -> None:
 
 def _check_nll(s: Any, prefix: str) -> None:
     """The NLLSettings of `s`, their keys written with `prefix` ("eval." or "")."""
-    from score_sde.solvers.likelihood import DIVERGENCES
+    from score_sde.solvers.likelihood import DIVERGENCES, STATE_DTYPES
+    from score_sde.solvers.likelihood_flow import ERROR_CONTROLS
     from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS
 
     _check(s.divergence in DIVERGENCES, f"{prefix}divergence", s.divergence, f"one of {DIVERGENCES}")
@@ -314,6 +319,10 @@ def _check_nll(s: Any, prefix: str) -> None:
     _check(s.max_steps >= 1, f"{prefix}max_steps", s.max_steps, "an int >= 1")
     _check(s.chunk_size is None or s.chunk_size >= 1, f"{prefix}chunk_size", s.chunk_size,
            "null (automatic) or an int >= 1")
+    _check(s.error_control in ERROR_CONTROLS, f"{prefix}error_control", s.error_control,
+           f"one of {ERROR_CONTROLS}")
+    _check(s.state_dtype is None or s.state_dtype in STATE_DTYPES, f"{prefix}state_dtype",
+           s.state_dtype, f"null (the data's dtype) or one of {tuple(STATE_DTYPES)}")
     _check(s.dequant_draws >= 1, f"{prefix}dequant_draws", s.dequant_draws, "an int >= 1")
     _check(s.batch_size >= 1, f"{prefix}batch_size", s.batch_size, "an int >= 1")
 

@@ -103,6 +103,12 @@ def test_train_sample_likelihood(tmp_path, capsys):
     # every solver setting of the likelihood from the CLI: a fixed-step method and its step
     assert main(["likelihood", f"run={run}", "data.n=4", "method=rk4", "step_size=0.25"]) == 0
     assert read_metrics(run, "likelihood")[-1]["nfe"] == 16  # 4 steps of 4 evaluations
+    # score_sde's batch error control and a float64 state: the same NLL to the solver's tolerance
+    nll = {}
+    for extra in ([], ["error_control=batch", "state_dtype=float64"]):
+        assert main(["likelihood", f"run={run}", "data.n=4", "rtol=1e-5", "atol=1e-5", *extra]) == 0
+        nll[len(extra)] = read_metrics(run, "likelihood")[-1]["nll"]
+    assert abs(nll[0] - nll[2]) < 1e-2
 
 
 def test_readme_sweep_runs_and_prints_its_table(tmp_path, monkeypatch, capsys):
@@ -162,6 +168,8 @@ BAD_STARTS = [
     (["likelihood", "RUN", "method=rk4"], "step_size must be > 0 for the fixed-step method rk4"),
     (["likelihood", "RUN", "step_size=0.1"], "step_size must be null for the adaptive method"),
     (["likelihood", "RUN", "+foo=1"], "foo is not a setting of score-sde likelihood"),
+    (["likelihood", "RUN", "error_control=rms"], "error_control must be one of ('per_sample', 'batch')"),
+    (["likelihood", "RUN", "state_dtype=float16"], "state_dtype must be null (the data's dtype) or one"),
     (["likelihood", "RUN", "+solver.steps=3"], "solver is not a setting of score-sde likelihood"),
     (["sample", "RUN", "tune.load=nowhere.json", "solver=ddim"], "tune.load must be a grid file"),
     (["sample", "RUN", "out=RUN/config.yaml"], "out must be a folder this user can write"),
