@@ -6,7 +6,9 @@ the level's resolution is in attn_resolutions), then a stride-2 conv except at t
 Middle: res, attention, res. Up path: num_res_blocks + 1 blocks per level on the concatenated skip
 connections, then a nearest-neighbour upsample and a conv. Out: GroupNorm, SiLU, conv (zero-init).
 Every residual block receives the time embedding (plus the label embedding if class-conditional)
-as a per-channel scale and shift after its second group norm.
+as a per-channel scale and shift after its second group norm. An image condition (SR3: the
+degraded image brought to the target resolution) enters as extra input channels, concatenated to
+x before the first conv; the output keeps x's channels.
 """
 
 from __future__ import annotations
@@ -143,13 +145,16 @@ class UNet(nn.Module):
         time_embedding: "sinusoidal" (DDPM's features of 1000 t) or "fourier".
         attn_heads: the number of attention heads.
         norm_groups: GroupNorm groups (reduced to the gcd with each layer's channels).
+        cond_channels: the channels of an image condition `cond` (B, cond_channels, H, W)
+            concatenated to x at the input (0: none); cond=None is the all-zero condition.
     """
 
     def __init__(self, in_channels: int = 1, *, channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 2,
                  attn_resolutions: tuple[int, ...] = (), dropout: float = 0.0,
                  num_classes: int | None = None, image_size: int | None = None,
-                 time_embedding: str = "sinusoidal", attn_heads: int = 1, norm_groups: int = 32):
+                 time_embedding: str = "sinusoidal", attn_heads: int = 1, norm_groups: int = 32,
+                 cond_channels: int = 0):
         super().__init__()
         channel_mult, attn_resolutions = tuple(channel_mult), tuple(attn_resolutions)
         for name, value in (("in_channels", in_channels), ("channels", channels),
@@ -157,12 +162,14 @@ class UNet(nn.Module):
                             ("norm_groups", norm_groups)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(cond_channels, int) and cond_channels >= 0):
+            raise ValueError(f"cond_channels must be an int >= 0, got {cond_channels!r}")
         if not channel_mult or not all(isinstance(m, int) and m >= 1 for m in channel_mult):
             raise ValueError(f"channel_mult must be a non-empty tuple of ints >= 1, got "
                              f"{channel_mult!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
-        self.in_channels, self.image_size = in_channels, image_size
+        self.in_channels, self.image_size, self.cond_channels = in_channels, image_size, cond_channels
         self.factor = 2 ** (len(channel_mult) - 1)
         resolutions = self._resolutions(image_size, attn_resolutions, len(channel_mult))
 
@@ -177,7 +184,7 @@ class UNet(nn.Module):
             return ResAttnBlock(ResBlock(c_in, c_out, emb_dim, dropout, norm_groups),
                                 AttentionBlock(c_out, attn_heads, norm_groups) if use_attn else None)
 
-        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + cond_channels, channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips, c = [channels], channels  # the channels of every skip connection, in order
         for level, mult in enumerate(channel_mult):
@@ -228,13 +235,16 @@ class UNet(nn.Module):
     def num_classes(self) -> int | None:
         return None if self.label_embed is None else self.label_embed.num_classes
 
-    def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None, *,
+                cond: Tensor | None = None) -> Tensor:
         """The raw network output.
 
         Args:
             x: (B, in_channels, H, W) noisy images x_t.
             t: (B,) times in [0, T], as is (or a float for the whole batch).
             y: (B,) integer labels in [0, num_classes] (num_classes = null), or None.
+            cond: (B, cond_channels, H, W) an image condition, or None (all zeros); only for a
+                net with cond_channels > 0.
 
         Returns:
             (B, in_channels, H, W).
@@ -244,7 +254,7 @@ class UNet(nn.Module):
         emb = self.time_embed(batch_time(t, x))
         if self.label_embed is not None:
             emb = emb + self.label_embed(y, x.shape[0], x.device)
-        hs = [self.conv_in(x)]
+        hs = [self.conv_in(self._with_condition(x, cond))]
         for layer in self.down:
             hs.append(layer(hs[-1], emb) if isinstance(layer, ResAttnBlock) else layer(hs[-1]))
         h = self.mid2(self.mid_attn(self.mid1(hs[-1], emb)), emb)
@@ -254,6 +264,21 @@ class UNet(nn.Module):
             else:
                 h = layer(h)
         return self.out(h)
+
+    def _with_condition(self, x: Tensor, cond: Tensor | None) -> Tensor:
+        """x with the condition's channels appended: (B, in_channels + cond_channels, H, W)."""
+        if not self.cond_channels:
+            if cond is not None:
+                raise ValueError("cond is given but the U-Net takes no condition (cond_channels=0); "
+                                 "build it with cond_channels=<the condition's channels>")
+            return x
+        if cond is None:
+            return torch.cat([x, x.new_zeros(x.shape[0], self.cond_channels, *x.shape[2:])], 1)
+        want = (x.shape[0], self.cond_channels, *x.shape[2:])
+        if tuple(cond.shape) != want:
+            raise ValueError(f"cond must have shape (B, cond_channels, H, W) = {want} for x of shape "
+                             f"{tuple(x.shape)}, got {tuple(cond.shape)}")
+        return torch.cat([x, cond.to(x)], 1)
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

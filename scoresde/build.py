@@ -27,6 +27,7 @@ from score_sde import models
 from score_sde.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from score_sde.config import CHECKPOINT_DIR, CONFIG_FILE
 from score_sde.data import Dataset
+from score_sde.degradation import Degradation
 from score_sde.run_folder import check_against_checkpoint, read_run_config
 from score_sde.sde_lib import SDE
 from score_sde.targets import checked_node
@@ -84,10 +85,20 @@ def conditional_classes(cfg: DictConfig, data: Dataset) -> int | None:
     return data.num_classes
 
 
+def build_degradation(node: DictConfig, shape: tuple[int, ...]) -> Degradation:
+    """The degradation of a `conf/degradation` entry for images of shape `shape`."""
+    degradation = _instantiate(node, "degradation", shape=shape)
+    if not isinstance(degradation, Degradation):
+        raise ValueError(f"degradation._target_ must return a score_sde.degradation.Degradation, "
+                         f"got {type(degradation).__name__}")
+    return degradation
+
+
 def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...],
                 num_classes: int | None = None) -> models.ScoreModel:
     """The network of `cfg.model.net` sized for data of shape `data_shape`, in a ScoreModel;
-    class-conditional on labels in [0, num_classes) if num_classes is given.
+    class-conditional on labels in [0, num_classes) if num_classes is given; image-conditional
+    (cond_channels) if `cfg.degradation` is set.
 
     Raises:
         ValueError: the network's input kind does not fit the data (e.g. a U-Net on 2-D points).
@@ -102,6 +113,10 @@ def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...],
     size = {"dim": data_shape[0]} if kind == "vector" else {"in_channels": data_shape[0]}
     if num_classes is not None:
         size["num_classes"] = num_classes
+    if cfg.get("degradation") is not None:
+        if kind != "image":
+            raise ValueError("degradation= trains an image-conditional U-Net: use model=unet")
+        size["cond_channels"] = build_degradation(cfg.degradation, data_shape).cond_channels
     net = _instantiate(cfg.model.net, "model.net", **size)
     return models.ScoreModel(net, sde, prediction=cfg.model.prediction)
 

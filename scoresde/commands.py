@@ -5,6 +5,7 @@ the data, then load the run's latest checkpoint (or `checkpoint=<file>`), the EM
 `ema=false`. `sample` takes `label=<class> guidance.scale=<w>` for a class-conditional run
 (classifier-free guidance; `score_sde.conditional`) and `inpaint.known=<file> inpaint.mask=<file>`
 to sample the unknown part given the known one (`score_sde.inpaint`); both go together.
+`cond.image=<file>` or `cond.split=test` restores degraded images (`score_sde.restoration`).
 `tune.pilot=<n>` tunes the solver's grid to the model first and `tune.load=<file>` reuses a tuned
 grid (`score_sde.tuned`).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ from score_sde.console import bars_shown, log
 from score_sde.faults import batch_fits, solver_keys
 from score_sde.inpaint import inpainting_solver, load_inpainting
 from score_sde.metrics import MetricsLogger
+from score_sde.restoration import sample_restorations
 from score_sde.samples import save_samples
 from score_sde.tuned import load_grid, on_grid, save_grid, tune
 
@@ -98,6 +101,10 @@ def sample(cfg: DictConfig) -> Path | None:
     _set_threads(cfg, run.cfg)
     solver = build_solver(cfg)
     data = build_run_data(run)
+    if cfg.cond.image is not None or cfg.cond.split is not None:
+        return sample_restorations(cfg, run, solver, data, out, base=partial(_new_base, out),
+                                   device=device, ctx=ctx,
+                                   progress=bars_shown(cfg.progress) and ctx.is_main)
     n = cfg.n or (64 if data.is_image else 2000)
     score_fn = guided_score(run.model, run.num_classes, cfg.label, cfg.guidance.scale,
                             run=f"run {cfg.run}")

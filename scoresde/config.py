@@ -52,6 +52,7 @@ class TrainSettings:
     importance_sampling: bool = True
     t_eps: float = 1e-5
     label_dropout: float = 0.1  # conditional runs: P(a label is replaced by the null label)
+    cond_dropout: float = 0.1  # degradation runs: P(an image condition is replaced by the null one)
     amp: bool = False  # bfloat16 autocast, CUDA only
     log_every: int = 50  # steps between records (and the only steps that read the loss on the host)
 
@@ -102,6 +103,10 @@ class EvalSettings(NLLSettings):
     guidance_scales: list[float] = field(default_factory=lambda: [1.0])
     per_class: int = 8
     judge: bool = False
+    # degradation runs: `restore_n` test images degraded and restored with `restore_samples`
+    # samples each, PSNR / SSIM / judge against the baselines, and their picture
+    restore_n: int = 0
+    restore_samples: int = 4
 
 
 @dataclass
@@ -129,6 +134,9 @@ class TrainConfig:
     # class-conditional training on the data's labels (with train.label_dropout); null means
     # false and lets hydra take both spellings, `conditional=true` and `+conditional=true`
     conditional: bool | None = None
+    # degradation=sr2 (conf/degradation): train an image-conditional net on (clean, degraded)
+    # pairs, score_sde.degradation; null: no image condition
+    degradation: Any = None
     sde: Any = MISSING
     model: ModelSettings = field(default_factory=ModelSettings)
     data: Any = MISSING
@@ -151,6 +159,19 @@ class InpaintSettings:
     known: str | None = None
     mask: str | None = None
     resample: int = 0  # RePaint's extra jumps per step (solvers.impute)
+
+
+@dataclass
+class CondSettings:
+    """Restoration of degraded images (score_sde.restoration): from a file, or a split of the
+    run's data degraded by its degradation (or by `degradation=` for cond.method=dps|pigdm)."""
+
+    image: str | None = None  # degraded image(s): .png, or .npy / .pt of shape (*Y) or (n, *Y)
+    split: str | None = None  # "test" or "train": restore degraded images of the run's data
+    n: int = 0  # images of the split (0: all)
+    samples: int = 4  # samples per input: their mean is the restoration, their std the uncertainty
+    method: str = "model"  # the run's image-conditional net, or training-free: "dps", "pigdm"
+    data_std: float = 0.5  # pigdm's prior std per pixel
 
 
 @dataclass
@@ -180,6 +201,8 @@ class SampleConfig:
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     inpaint: InpaintSettings = field(default_factory=InpaintSettings)
     tune: TuneSettings = field(default_factory=TuneSettings)
+    cond: CondSettings = field(default_factory=CondSettings)
+    degradation: Any = None  # for cond.method=dps|pigdm on a run trained without one
     solver: Any = MISSING
 
 
@@ -354,6 +377,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(0 <= t.t_eps < 1, "train.t_eps", t.t_eps, "in [0, 1)")
     _check(0 <= t.label_dropout < 1, "train.label_dropout", t.label_dropout,
            "in [0, 1) (e.g. 0.1: one label in ten becomes the null label)")
+    _check(0 <= t.cond_dropout < 1, "train.cond_dropout", t.cond_dropout,
+           "in [0, 1) (e.g. 0.1: one condition in ten becomes the null condition)")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an int >= 1")
     _check(e.every >= 0, "eval.every", e.every, ">= 0 (0: only at the end)")
     _check(e.n_samples >= 1, "eval.n_samples", e.n_samples, "an int >= 1")
@@ -362,6 +387,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(len(e.guidance_scales) > 0 and all(w >= 0 for w in e.guidance_scales),
            "eval.guidance_scales", list(e.guidance_scales), "a non-empty list of numbers >= 0")
     _check(e.per_class >= 1, "eval.per_class", e.per_class, "an int >= 1")
+    _check(e.restore_n >= 0, "eval.restore_n", e.restore_n, "an int >= 0 (0: no restorations)")
+    _check(e.restore_samples >= 1, "eval.restore_samples", e.restore_samples, "an int >= 1")
     _check(c.every >= 1, "checkpoint.every", c.every, "an int >= 1")
     _check(c.keep >= 1, "checkpoint.keep", c.keep, "an int >= 1")
     _check(cfg.model.input in ("vector", "image"), "model.input", cfg.model.input,
@@ -372,6 +399,21 @@ def validate_train(cfg: DictConfig) -> None:
            "'wandb' or 'none'")
     _check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode,
            "'offline', 'online' or 'disabled'")
+
+
+COND_METHODS = ("model", "dps", "pigdm")
+
+
+def _check_cond(c: Any) -> bool:
+    """Check the `cond` settings of `sample`; whether they ask for restorations."""
+    _check(c.image is None or c.split is None, "cond.image", c.image,
+           "null with cond.split (restore a file or a split, not both)")
+    _check(c.split in (None, "train", "test"), "cond.split", c.split, "null, 'train' or 'test'")
+    _check(c.n >= 0, "cond.n", c.n, ">= 0 (0: the whole split)")
+    _check(c.samples >= 1, "cond.samples", c.samples, "an int >= 1")
+    _check(c.method in COND_METHODS, "cond.method", c.method, f"one of {COND_METHODS}")
+    _check(c.data_std >= 0, "cond.data_std", c.data_std, ">= 0")
+    return c.image is not None or c.split is not None
 
 
 def validate_eval(cfg: DictConfig) -> None:
@@ -391,8 +433,10 @@ def validate_eval(cfg: DictConfig) -> None:
         _check(cfg.label is None or cfg.label >= 0, "label", cfg.label,
                "null (unconditional) or a class >= 0")
         _check(cfg.guidance.scale >= 0, "guidance.scale", cfg.guidance.scale, ">= 0")
-        _check(cfg.label is not None or cfg.guidance.scale == 1, "guidance.scale",
-               cfg.guidance.scale, "left at 1 without a label (add label=<class>)")
+        restoring = _check_cond(cfg.cond)
+        _check(cfg.label is not None or restoring or cfg.guidance.scale == 1, "guidance.scale",
+               cfg.guidance.scale, "left at 1 without a label (add label=<class>) or a condition "
+               "(cond.image=<file> or cond.split=test)")
         paths = cfg.inpaint.known, cfg.inpaint.mask
         _check((paths[0] is None) == (paths[1] is None), "inpaint.known and inpaint.mask",
                list(paths), "given together (two files) or not at all")

@@ -22,6 +22,12 @@ score that classifier-free guidance mixes. Their evaluation adds per-class sampl
 `eval.guidance_scales` and, with `eval.judge`, how often a classifier trained on the training split
 recognises the asked-for class (`score_sde.conditional`, `score_sde.judge`).
 
+Restoration runs (`degradation=sr2`, ...) train an image-conditional network on (clean, degraded)
+pairs built from each batch: y = A x0 + n with fresh noise from the noise generator, brought back
+to image size as the condition, a fraction `train.cond_dropout` of the conditions replaced by the
+null one (`score_sde.degradation`); with `eval.restore_n` their evaluation restores test images
+and compares them with the baselines (`score_sde.restoration`).
+
 Under torchrun (several processes) the model is wrapped in DistributedDataParallel; every rank
 draws the same global batch from the shared generators and trains on its slice of it, so N ranks
 take the steps of one process (see `score_sde.distributed`). Torch's global RNG (dropout) is seeded
@@ -49,6 +55,7 @@ from score_sde.build import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     build_data,
+    build_degradation,
     build_model,
     build_sde,
     build_solver,
@@ -65,11 +72,13 @@ from score_sde.conditional import drop_labels, evaluate_classes
 from score_sde.config import validate_train
 from score_sde.console import bar, bars_shown, log, log_file
 from score_sde.data import Dataset
+from score_sde.degradation import Degradation, training_condition
 from score_sde.evaluate import evaluate
 from score_sde.faults import batch_fits
 from score_sde.judge import fit_judge
 from score_sde.metrics import METRICS_FILE, MetricsLogger, read_metrics, truncate_metrics
 from score_sde.report import summary_lines
+from score_sde.restoration import evaluate_restorations
 from score_sde.resume import check_resumable
 from score_sde.run_folder import check_train_folder, run_lock
 from score_sde.sde_lib import SDE, dsm_loss, sample_time
@@ -193,6 +202,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
     cfg_dict["conditional"] = num_classes is not None  # null and false are the same run
     sde = build_sde(cfg)
     model = build_model(cfg, sde, data.shape, num_classes).to(device)
+    degradation = build_degradation(cfg.degradation, data.shape) if cfg.get("degradation") \
+        else None
     solver = build_solver(cfg)
     _dry_run(solver, sde, data.shape, cfg.solver._target_)
     # fused: the step counts stay on the device (the default reads them with .item() per step)
@@ -241,7 +252,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *,
             else _NoLogger()
         stack.callback(logger.close)
         return _loop(cfg, ctx, run_dir, _Parts(data, sde, model, solver, opt, ema, gens,
-                                               num_classes, judge, cfg_dict, mine, device),
+                                               num_classes, judge, cfg_dict, mine, device,
+                                               degradation),
                      step, last, logger, callback)
 
 
@@ -261,6 +273,7 @@ class _Parts:
     cfg_dict: dict[str, Any]
     mine: slice
     device: torch.device
+    degradation: Degradation | None = None
 
 
 def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Parts, step: int,
@@ -307,6 +320,15 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
                                                     seed=cfg.seed + 20_000 + step, device=device)
                 metrics.update(more)
                 pics += class_pics
+            if parts.degradation is not None and ev.restore_n:
+                more, lines, pic = evaluate_restorations(
+                    sde, ema.module, solver, data, parts.degradation, n=ev.restore_n,
+                    samples=ev.restore_samples, seed=cfg.seed, batch_size=ev.batch_size,
+                    out_dir=pic_dir, tag=tag, device=device)
+                metrics.update(more)
+                pics.append(pic)
+                for line in [f"restorations of {ev.restore_n} test images at step {step}:", *lines]:
+                    log.info(line)
         logger.log("eval", step, **metrics)
         for p in pics:
             logger.log_image(f"eval/{p.stem.rsplit('_', 1)[0]}", p, step)
@@ -341,6 +363,10 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
                 score_fn = partial(net, y=y[mine])
             if data.quantized:
                 x0 = dequantize(x0, generator=gens["noise"], check=False)[0]
+            if parts.degradation is not None:  # (x0, A x0 + n) pairs: the condition of each x0
+                cond = training_condition(parts.degradation, x0, t.cond_dropout, gens["noise"],
+                                          gens["data"])
+                score_fn = partial(score_fn, cond=cond[mine])
             times = sample_time(sde, t.batch_size, t_eps=t.t_eps, importance=t.importance_sampling,
                                 generator=gens["noise"], dtype=x0.dtype, device=device)
             noise = torch.randn(x0.shape, generator=gens["noise"], dtype=x0.dtype, device=device)

@@ -24,7 +24,7 @@ from score_sde.solvers.heun import heun
 from score_sde.solvers.imputation import impute
 from score_sde.solvers.likelihood import bits_per_dim, dequantize, log_likelihood
 from score_sde.solvers.likelihood_bound import nll_bound
-from score_sde.solvers.measurement import measurement_guidance
+from score_sde.solvers.measurement import damped_pseudo_inverse, measurement_guidance
 from score_sde.solvers.ode import probability_flow
 from score_sde.solvers.result import CountingScore, SampleResult
 from score_sde.solvers.sde_samplers import euler_maruyama, langevin_step, predictor_corrector
@@ -38,4 +38,5 @@ __all__ = [
     "adaptive_sde", "tune_grid",
     "log_likelihood", "bits_per_dim", "nll_bound", "dequantize",
     "classifier_free_guidance", "classifier_guidance", "impute", "measurement_guidance",
+    "damped_pseudo_inverse",
 ]

@@ -27,6 +27,7 @@ by `bench/inverse_problems.py`; none of the three is exact for a general prior.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -134,6 +135,38 @@ def measurement_guidance(sde: SDE, score_fn: ScoreFn, operator: LinearOperator |
         return score.detach() + scale * grad
 
     return guided
+
+
+def damped_pseudo_inverse(operator: LinearOperator | Tensor, damping: float, *,
+                          cg_steps: int = 50) -> Callable[[Tensor], Tensor]:
+    """y -> A^T (A A^T + damping I)^-1 y, the back-projection of measurements to events.
+
+    It is (A^T A + damping I)^-1 A^T y (push-through identity): Tikhonov-regularised least squares,
+    and the Wiener (linear MMSE) estimate of x from y = A x + n when x ~ N(0, d^2 I) and
+    n ~ N(0, s_y^2 I) with damping = s_y^2 / d^2. For f x f average pooling it is nearest-neighbour
+    upsampling scaled by 1 / (1 + f^2 damping); for a mask, y at the known coordinates scaled by
+    1 / (1 + damping) and 0 elsewhere; for a blur, a Wiener deconvolution (zero padding, solved like
+    pigdm's linear system: in closed form, by an eigendecomposition, or by conjugate gradients).
+
+    Args:
+        operator: A, a `LinearOperator` or an (M, N) matrix.
+        damping: >= 0; 0 is the pseudoinverse and needs A A^T invertible.
+        cg_steps: conjugate-gradient steps for large operators without a closed-form A A^T.
+
+    Returns:
+        back_project(y (B, M)) -> (B, *D).
+    """
+    damping = check_number("damping", damping, strict=False)
+    op = operator if isinstance(operator, LinearOperator) else matrix_operator(operator)
+    solve = _GramSolver(op, damping, cg_steps)
+
+    def back_project(y: Tensor) -> Tensor:
+        if y.ndim != 2 or y.shape[1] != op.num_measurements:
+            raise ValueError(f"y must have shape (B, M) = (B, {op.num_measurements}) for "
+                             f"{op.name}, got {tuple(y.shape)}")
+        return op.transpose(solve(y, y.new_ones(y.shape[0])))
+
+    return back_project
 
 
 def _rows(y: Tensor, x: Tensor) -> Tensor:
