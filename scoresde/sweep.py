@@ -1,7 +1,7 @@
 """Run folders named by what varies, and the jobs of a sweep.
 
-- A run: `outputs/<data>-<sde>-<model>[-cond]/<time>` from the chosen groups
-  (`outputs/checkerboard-vp-mlp/...`), or `outputs/<experiment>/<time>` when `experiment=` is given.
+- A run: `outputs/<data>-<sde>-<model>[-cond][-<degradation>]/<time>` from the chosen groups
+  (`outputs/checkerboard-vp-mlp/...`, `outputs/digits-vp-unet-sr2/...`), or `outputs/<experiment>/<time>` when `experiment=` is given.
 - A sweep (`-m sde=vp,subvp,ve`): `outputs/sweep-<swept keys>/<time>/<key-value_...>`, one folder
   per job named by its swept values (`sde-vp`; no '=' or ',', so `run=<job folder>` needs no
   quotes); the other overrides are the same for every job.
@@ -57,12 +57,14 @@ def fixed_keys(overrides: list[str]) -> list[str]:
 
 
 def run_name(choices: dict[str, str], overrides: list[str], conditional: bool) -> str:
-    """`<data>-<sde>-<model>[-cond]` from the chosen groups, or the experiment given by name."""
+    """`<data>-<sde>-<model>[-cond][-<degradation>]` from the chosen groups, or the experiment
+    given by name."""
     given = {o.key_or_group: o for o in parse(overrides)}
     if "experiment" in given:
         return choices["experiment"]
     return "-".join([choices["data"], choices["sde"], choices["model"]]
-                    + (["cond"] if conditional else []))
+                    + (["cond"] if conditional else [])
+                    + ([choices["degradation"]] if choices.get("degradation") else []))
 
 
 def run_dir(name: str) -> Path:
