@@ -304,14 +304,15 @@ def read_degraded(path: str, degradation: Degradation) -> Tensor:
         ValueError: naming cond.image: an unreadable file or an array of another shape.
     """
     p = Path(path).expanduser()
-    if p.suffix == ".png" and p.is_file():
+    if p.suffix == ".png":
         from PIL import Image
 
+        if not p.is_file():
+            raise ValueError(f"cond.image must be an existing .png, .npy, .npz or .pt file, got "
+                             f"{path!r}")
         with Image.open(p) as im:
             a = np.asarray(im.convert("L" if degradation.measurement_shape[0] == 1 else "RGB"))
         value = torch.as_tensor(a.reshape(*a.shape[:2], -1).transpose(2, 0, 1).copy())
-    elif p.suffix == ".png":
-        raise ValueError(f"cond.image must be an existing .png, .npy, .npz or .pt file, got {path!r}")
     else:
         value = load_array(path, "cond.image")
     if value.dtype == torch.uint8:

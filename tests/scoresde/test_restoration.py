@@ -215,3 +215,11 @@ def test_short_sr_training_beats_bicubic(tmp_path):
     res = train(compose("train", over), tmp_path / "run")
     m = res.metrics
     assert m["model_mean_of_4_psnr"] > m["bicubic_psnr"] + 2 * m["bicubic_psnr_se"], m
+
+
+def test_run_folders_name_the_degradation():
+    from score_sde.sweep import run_name
+
+    chosen = {"data": "digits", "sde": "vp", "model": "unet", "degradation": "sr2"}
+    assert run_name(chosen, ["degradation=sr2"], False) == "digits-vp-unet-sr2"
+    assert run_name({**chosen, "degradation": None}, [], False) == "digits-vp-unet"
