@@ -1,7 +1,8 @@
 """Run folders named by what varies, and the jobs of a sweep.
 
 - A run: `outputs/<data>-<sde>-<model>[-cond][-<degradation>]/<time>` from the chosen groups
-  (`outputs/checkerboard-vp-mlp/...`, `outputs/digits-vp-unet-sr2/...`), or `outputs/<experiment>/<time>` when `experiment=` is given.
+  (`outputs/checkerboard-vp-mlp/...`, `outputs/digits-vp-unet-sr2/...`), or
+  `outputs/<experiment>/<time>` when `experiment=` is given.
 - A sweep (`-m sde=vp,subvp,ve`): `outputs/sweep-<swept keys>/<time>/<key-value_...>`, one folder
   per job named by its swept values (`sde-vp`; no '=' or ',', so `run=<job folder>` needs no
   quotes); the other overrides are the same for every job.
