@@ -29,7 +29,7 @@ from score_sde.config import CHECKPOINT_DIR, CONFIG_FILE, TrainConfig
 
 LOCK_FILE = "train.lock"
 # what defines the trained model: a checkpoint's weights mean nothing under other values
-MODEL_KEYS = ("sde.", "model.", "conditional")
+MODEL_KEYS = ("sde.", "model.", "conditional", "degradation")
 FRESH = (".hydra", LOCK_FILE)  # what a new run folder may hold before training writes into it
 
 
@@ -109,7 +109,7 @@ def differences(a: dict[str, Any], b: dict[str, Any], compared: Callable[[str], 
 def check_against_checkpoint(cfg: DictConfig, state: dict[str, Any], checkpoint: Path,
                              source: str) -> None:
     """Refuse a config that differs from the checkpoint's stored config in what defines the
-    model (MODEL_KEYS: the SDE, the network, its parameterisation, conditional).
+    model (MODEL_KEYS: the SDE, the network, its parameterisation, conditional, the degradation).
 
     Raises:
         ValueError: naming the keys with the checkpoint's value and the config's.

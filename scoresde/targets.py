@@ -10,6 +10,7 @@ score_sde and of one kind, looked up by name on the package (nothing is imported
     model.net  score_sde.models.<name>    a torch.nn.Module class
     data       score_sde.data.<name>      a function returning a data.Dataset
     solver     score_sde.solvers.<name>   a sampler, solver(sde, score_fn, x_T, ...)
+    degradation  score_sde.degradation.<name>  a function returning a degradation.Degradation
 
 and the class or function must be defined in score_sde and public. hydra's other special keys
 (`_args_`, `_recursive_`, `_convert_`) and a `_target_` anywhere else (nested in a slot, or in
@@ -43,16 +44,27 @@ def _is_module(obj: Any) -> bool:
     return inspect.isclass(obj) and issubclass(obj, torch.nn.Module)
 
 
-def _is_dataset_builder(obj: Any) -> bool:
-    from score_sde.data import Dataset
-
+def _returns(obj: Any, cls: type) -> bool:
+    """A function annotated to return `cls` (or a subclass)."""
     if not inspect.isfunction(obj):
         return False
     try:
         returns = typing.get_type_hints(obj).get("return")
     except NameError:  # an annotation that does not resolve: not a builder
         return False
-    return inspect.isclass(returns) and issubclass(returns, Dataset)
+    return inspect.isclass(returns) and issubclass(returns, cls)
+
+
+def _is_dataset_builder(obj: Any) -> bool:
+    from score_sde.data import Dataset
+
+    return _returns(obj, Dataset)
+
+
+def _is_degradation_builder(obj: Any) -> bool:
+    from score_sde.degradation import Degradation
+
+    return _returns(obj, Degradation)
 
 
 def _is_sampler(obj: Any) -> bool:
@@ -66,6 +78,7 @@ SLOTS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "model.net": ("score_sde.models", "a network class", _is_module),
     "data": ("score_sde.data", "a data set builder", _is_dataset_builder),
     "solver": ("score_sde.solvers", "a sampler", _is_sampler),
+    "degradation": ("score_sde.degradation", "a degradation builder", _is_degradation_builder),
 }
 
 
@@ -110,7 +123,7 @@ def checked_node(node: Any, slot: str, source: str = "the config") -> dict[str, 
 
     Args:
         node: the slot's node (a DictConfig or dict).
-        slot: "sde", "model.net", "data" or "solver".
+        slot: "sde", "model.net", "data", "solver" or "degradation".
         source: where the config comes from, for the message (e.g. "run/config.yaml").
 
     Raises:
@@ -153,6 +166,6 @@ def check_config(cfg: DictConfig, source: str = "the config") -> None:
     outside = [(k, v) for k, v in _stray_keys(plain, "")
                if not any(k.startswith((f"{s}.", f"{s}[")) for s in slots)]
     if outside:
-        raise ValueError(f"{outside[0][0]} in {source} is {outside[0][1]!r}: only sde, model.net, data and "
-                         f"solver are built from a config, each by a _target_ of score-sde; "
+        raise ValueError(f"{outside[0][0]} in {source} is {outside[0][1]!r}: only "
+                         f"{', '.join(SLOTS)} are built from a config, each by a _target_ of score-sde; "
                          "nothing was built or run")

@@ -223,3 +223,27 @@ def test_run_folders_name_the_degradation():
     chosen = {"data": "digits", "sde": "vp", "model": "unet", "degradation": "sr2"}
     assert run_name(chosen, ["degradation=sr2"], False) == "digits-vp-unet-sr2"
     assert run_name({**chosen, "degradation": None}, [], False) == "digits-vp-unet"
+
+
+def test_run_folders_build_only_degradations_of_score_sde(sr_run, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from score_sde.build import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(sr_run[0], run, ignore=shutil.ignore_patterns("samples", "train.lock"))
+    cfg = OmegaConf.load(run / "config.yaml")
+    assert load_run(run).model.net.cond_channels == 2
+    for target, message in (("score_sde.degradation.training_condition", "degradation builder"),
+                            ("builtins.print", "does not build")):
+        cfg.degradation._target_ = target
+        OmegaConf.save(cfg, run / "config.yaml")
+        with pytest.raises(ValueError, match=message):
+            load_run(run)
+    cfg.degradation._target_ = "score_sde.degradation.avg_pool"
+    cfg.degradation.factor = 4  # not what the checkpoint was trained on
+    OmegaConf.save(cfg, run / "config.yaml")
+    with pytest.raises(ValueError, match="degradation.factor"):
+        load_run(run)
