@@ -106,14 +106,7 @@ def report(restored: dict[str, Tensor], truth: Tensor, labels: Tensor | None, da
            ) -> tuple[dict[str, Quality], list[str]]:
     """`quality` of each named restoration (with the digits judge for labelled data) and the
     table's lines."""
-    judge = None
-    if labels is not None:
-        from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
-
-        # one BLAS thread: a 64-pixel logistic regression gains nothing from more, and BLAS
-        # threads that spin beside other busy processes made this fit take 18 s instead of 0.6 s
-        with threadpool_limits(1):
-            judge = fit_judge(data)
+    judge = None if labels is None else fit_judge(data)
     found = {name: quality(x, truth, judge=judge, labels=labels) for name, x in restored.items()}
     return found, table(found, None if judge is None else 1 / data.num_classes)
 
