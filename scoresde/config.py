@@ -171,7 +171,10 @@ class CondSettings:
     n: int = 0  # images of the split (0: all)
     samples: int = 4  # samples per input: their mean is the restoration, their std the uncertainty
     method: str = "model"  # the run's image-conditional net, or training-free: "dps", "pigdm"
-    data_std: float = 0.5  # pigdm's prior std per pixel
+    data_std: float = 0.5  # dps / pigdm: the prior's std per pixel
+    # dps / pigdm: d x0_hat / d x_t by a backward pass through the network ("network", as
+    # published; can diverge near T on a trained model) or the N(0, data_std^2) prior's ("gaussian")
+    jacobian: str = "network"
 
 
 @dataclass
@@ -413,6 +416,10 @@ def _check_cond(c: Any) -> bool:
     _check(c.samples >= 1, "cond.samples", c.samples, "an int >= 1")
     _check(c.method in COND_METHODS, "cond.method", c.method, f"one of {COND_METHODS}")
     _check(c.data_std >= 0, "cond.data_std", c.data_std, ">= 0")
+    _check(c.jacobian in ("network", "gaussian"), "cond.jacobian", c.jacobian,
+           "'network' or 'gaussian'")
+    _check(c.jacobian == "network" or c.data_std > 0, "cond.data_std", c.data_std,
+           "> 0 with cond.jacobian=gaussian")
     return c.image is not None or c.split is not None
 
 

@@ -92,23 +92,22 @@ class Restorations:
 
 
 def _restoration_score(method: str, model: Callable[..., Tensor], sde: SDE,
-                       degradation: Degradation, y: Tensor, scale: float, data_std: float
+                       degradation: Degradation, y: Tensor, scale: float, prior: dict[str, Any]
                        ) -> ScoreFn:
     if method == "model":
         return condition_guidance(model, degradation.condition(y), scale)
     return solvers.measurement_guidance(sde, model, degradation.operator, y,
-                                        degradation.noise_std, method=method, scale=scale,
-                                        data_std=data_std)
+                                        degradation.noise_std, method=method, scale=scale, **prior)
 
 
 def _solve_rows(rows: slice, *, solver: Callable[..., Any], method: str,
-                degradation: Degradation, y: Tensor, scale: float, data_std: float
+                degradation: Degradation, y: Tensor, scale: float, prior: dict[str, Any]
                 ) -> Callable[..., Any]:
     """The solver for the samples `rows`, scoring with their measurements."""
 
     def solve(sde: SDE, score_fn: Any, x_T: Tensor, **kw: Any) -> Any:
         score = _restoration_score(method, score_fn, sde, degradation, y[rows].to(x_T.device),
-                                   scale, data_std)
+                                   scale, prior)
         return solver(sde, score, x_T, **kw)
 
     return solve
@@ -116,7 +115,8 @@ def _solve_rows(rows: slice, *, solver: Callable[..., Any], method: str,
 
 def restore(sde: SDE, model: Callable[..., Tensor], solver: Callable[..., Any],
             degradation: Degradation, y: Tensor, *, samples: int, seed: int, batch_size: int,
-            method: str = "model", scale: float = 1.0, data_std: float = 0.5, clamp: bool = True,
+            method: str = "model", scale: float = 1.0, data_std: float = 0.5,
+            jacobian: str = "network", clamp: bool = True,
             device: torch.device | str = "cpu", ctx: distributed.Context | None = None,
             progress: bool = False) -> Restorations | None:
     """`samples` posterior samples for each measurement y (n, M).
@@ -129,7 +129,8 @@ def restore(sde: SDE, model: Callable[..., Tensor], solver: Callable[..., Any],
             from a generator seeded by (seed, j)).
         method: "model", "dps" or "pigdm".
         scale: guidance.scale (classifier-free on the condition, or the likelihood weight).
-        data_std: pigdm's prior std per pixel.
+        data_std, jacobian: dps / pigdm's prior std per pixel and d x0_hat / d x_t
+            (`solvers.measurement_guidance`).
         clamp: clip the samples to [-1, 1] (images).
 
     Returns:
@@ -137,7 +138,7 @@ def restore(sde: SDE, model: Callable[..., Tensor], solver: Callable[..., Any],
     """
     y_rep = y.repeat_interleave(samples, 0)
     block = partial(_solve_rows, solver=solver, method=method, degradation=degradation,
-                    y=y_rep, scale=scale, data_std=data_std)
+                    y=y_rep, scale=scale, prior=dict(data_std=data_std, jacobian=jacobian))
     out = sharded_samples(sde, model, solver, y_rep.shape[0], degradation.shape, seed=seed,
                           batch_size=batch_size, device=device, ctx=ctx, block_solver=block,
                           progress=progress, desc="restoring")
@@ -254,7 +255,7 @@ def sample_restorations(cfg: DictConfig, run: TrainedRun, solver: Callable[..., 
     start = time.perf_counter()
     res = restore(run.sde, run.model, solver, degradation, y, samples=c.samples, seed=cfg.seed,
                   batch_size=cfg.batch_size, method=c.method, scale=cfg.guidance.scale,
-                  data_std=c.data_std, clamp=data.quantized, device=device, ctx=ctx,
+                  data_std=c.data_std, jacobian=c.jacobian, clamp=data.quantized, device=device, ctx=ctx,
                   progress=progress)
     seconds = time.perf_counter() - start
     if res is None:

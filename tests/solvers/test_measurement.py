@@ -117,6 +117,26 @@ def test_dps_is_pigdm_without_the_posterior_variance():
     assert not torch.allclose(dps(x, t), score(x, t))
 
 
+@pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.parametrize("method", ["dps", "pigdm"])
+def test_the_gaussian_jacobian_is_the_network_one_on_a_gaussian_prior(sde_name, method):
+    """jacobian="gaussian" replaces d x0_hat / d x_t by the N(m, d^2 I) prior's: on that prior it
+    is exact, so both guidance terms agree at every time, for every operator."""
+    sde, std = SDES[sde_name], 0.7
+    gm = _gaussian(std)
+    score = lambda x, t: gm.score(x, t, sde)  # noqa: E731
+    x = 2 * torch.randn(4, *IMAGE, generator=torch.Generator().manual_seed(3), dtype=D64)
+    for op in OPS.values():
+        y = _measure(gm, op, 0.2)
+        network, gaussian = (measurement_guidance(sde, score, op, y, 0.2, method=method, scale=0.7,
+                                                  data_std=std, jacobian=j)
+                             for j in ("network", "gaussian"))
+        for t in (0.05, 0.5, 0.999):
+            tt = torch.full((4,), t, dtype=D64)
+            want = network(x, tt)
+            torch.testing.assert_close(gaussian(x, tt), want, rtol=1e-9, atol=1e-9 * want.abs().max())
+
+
 def _independent_prior() -> tuple[GaussianMixture, operators.LinearOperator]:
     """Three modes in x_1, x_2 (unknown) times one Gaussian in x_3, x_4 (known): independent."""
     means = torch.tensor([[-2.0, 0.0, 0.5, -1.0], [2.0, 1.0, 0.5, -1.0], [0.0, -2.5, 0.5, -1.0]],
@@ -206,6 +226,8 @@ def test_every_sampler_takes_the_guided_score(sampler, method):
     ({"scale": -1.0}, "scale must be"),
     ({"noise_std": float("nan")}, "noise_std must be"),
     ({"y": torch.zeros(3)}, "y must be finite with 2 entries"),
+    ({"jacobian": "exact"}, "jacobian must be one of"),
+    ({"jacobian": "gaussian", "data_std": 0.0}, "jacobian='gaussian' needs data_std > 0"),
 ])
 def test_bad_settings_are_named(kwargs, match):
     sde = SDES["vp"]
