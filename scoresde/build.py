@@ -1,5 +1,5 @@
-"""Build the pieces of a run (data, SDE, score model, solver) from a composed config, and rebuild a
-trained run from its folder.
+"""Build the pieces of a run (data, SDE, score model, solver) from a composed config, rebuild a
+trained run from its folder, and load a pretrained diffusers model (`load_pretrained`).
 
 Everything with a `_target_` is built by `hydra.utils.instantiate`, so a wrong key in
 `conf/sde/*.yaml` or `conf/model/*.yaml` fails here, at start, naming the constructor; and only
@@ -28,6 +28,7 @@ from score_sde.checkpoint import CheckpointError, latest_checkpoint, load_checkp
 from score_sde.config import CHECKPOINT_DIR, CONFIG_FILE
 from score_sde.data import Dataset
 from score_sde.degradation import Degradation
+from score_sde.pretrained import PretrainedModel, data_range_of, on_unit_range
 from score_sde.run_folder import check_against_checkpoint, read_run_config
 from score_sde.sde_lib import SDE
 from score_sde.targets import checked_node
@@ -111,6 +112,8 @@ def build_model(cfg: DictConfig, sde: SDE, data_shape: tuple[int, ...],
         raise ValueError(f"model.input is 'image' (a U-Net for (C, H, W) images) but the data "
                          f"have shape {data_shape}; use model=mlp for points")
     size = {"dim": data_shape[0]} if kind == "vector" else {"in_channels": data_shape[0]}
+    if kind == "image" and "image_size" in cfg.model.net and cfg.model.net.image_size is None:
+        size["image_size"] = data_shape[-1]  # model=diffusers_unet: H = W from the data
     if num_classes is not None:
         size["num_classes"] = num_classes
     if cfg.get("degradation") is not None:
@@ -233,3 +236,21 @@ def build_run_data(run: TrainedRun) -> Dataset:
                          f"of {run.checkpoint} was trained on {run.num_classes}; restore the data "
                          f"settings in {source}")
     return data
+
+def load_pretrained(source: str, *, device: str | torch.device = "cpu") -> PretrainedModel:
+    """Load a diffusers checkpoint (Hub id or folder) for `sample` / `likelihood`: the one place
+    where the app loads a pretrained model (`models.from_diffusers`: safetensors only), put on
+    data in [-1, 1] (`score_sde.pretrained`).
+
+    Raises:
+        ValueError: no such folder or Hub id (offline: the message names the folder route), a
+            layout or scheduler that does not map to an SDE, pickle-only weights.
+    """
+    sde, model = models.from_diffusers(source)
+    config = model.net.unet.config
+    size = config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    data_range = data_range_of(sde)
+    unit_sde, unit_model = on_unit_range(sde, model.to(device).requires_grad_(False), data_range)
+    return PretrainedModel(str(source), unit_sde, unit_model, (config.in_channels, h, w),
+                           model.net.num_classes, data_range, sde)

@@ -38,9 +38,10 @@ def drop_labels(y: Tensor, num_classes: int, p: float, generator: torch.Generato
 
 
 def guided_score(model: models.ScoreModel, num_classes: int | None, label: int | None,
-                 scale: float, *, run: str = "the run") -> ScoreFn:
-    """The score to sample a trained run with: unconditional (label None; the null label of a
-    conditional run) or classifier-free guided toward `label` with `scale`.
+                 scale: float, *, run: str = "the run", null_label: int | None = None) -> ScoreFn:
+    """The score to sample a trained run (or a pretrained model) with: unconditional (label
+    None; the null label of a conditional run) or classifier-free guided toward `label` with
+    `scale`, whose unconditional score is at `null_label` (default: num_classes, a run's).
 
     Raises:
         ValueError: a label for an unconditional run, or a label outside [0, num_classes).
@@ -52,7 +53,8 @@ def guided_score(model: models.ScoreModel, num_classes: int | None, label: int |
                          f"conditional=true), but {run} is unconditional; drop label=")
     if not 0 <= label < num_classes:
         raise ValueError(f"label must be a class in [0, {num_classes}) of {run}, got {label}")
-    return solvers.classifier_free_guidance(model, label, scale, null_label=num_classes)
+    return solvers.classifier_free_guidance(
+        model, label, scale, null_label=num_classes if null_label is None else null_label)
 
 
 @torch.no_grad()

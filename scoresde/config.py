@@ -54,6 +54,8 @@ class TrainSettings:
     label_dropout: float = 0.1  # conditional runs: P(a label is replaced by the null label)
     cond_dropout: float = 0.1  # degradation runs: P(an image condition is replaced by the null one)
     amp: bool = False  # bfloat16 autocast, CUDA only
+    hflip: bool = False  # mirror each training image left-right with probability 1/2
+    workers: int = 2  # DataLoader workers of image sets (data.Images); 0: in the training process
     log_every: int = 50  # steps between records (and the only steps that read the loss on the host)
 
 
@@ -63,7 +65,9 @@ class NLLSettings:
     keywords of `solvers.log_likelihood` (`nll_kwargs`), the dequantization draws of images and
     the batch size, which together with the seed fix every random draw (`evaluate.sharded_nll`)."""
 
-    divergence: str = "exact"  # or "hutchinson" (with `probes`)
+    # "auto": hutchinson for images (D in the thousands; exact costs D backward passes per
+    # evaluation), exact for points; or "exact", "hutchinson" (with `probes`)
+    divergence: str = "auto"
     probes: int = 1  # Hutchinson probes per point
     noise: str = "rademacher"  # Hutchinson probe distribution: "rademacher" or "gaussian"
     method: str = "dopri5"  # a torchdiffeq method: adaptive, or fixed-step with `step_size`
@@ -107,6 +111,11 @@ class EvalSettings(NLLSettings):
     # samples each, PSNR / SSIM / judge against the baselines, and their picture
     restore_n: int = 0
     restore_samples: int = 4
+    # the Frechet distance (and KID) of the eval samples to the training split in the features
+    # of "inception" (torch-fidelity's FID Inception: pip install 'score-sde[fid]') or "judge"
+    # (the labelled data's judge classifier, no download); None: off (score_sde.fid)
+    fid: str | None = None
+    inception_weights: str | None = None  # a local Inception weights file (offline)
 
 
 @dataclass
@@ -150,6 +159,9 @@ class TrainConfig:
 @dataclass
 class GuidanceSettings:
     scale: float = 1.0  # classifier-free guidance: 0 unconditional, 1 conditional, > 1 guided
+    # the label of a pretrained model's unconditional score (one trained with label dropout),
+    # needed for a scale other than 1; runs of `score-sde train` use their null label K
+    null_label: int | None = None
 
 
 @dataclass
@@ -188,9 +200,23 @@ class TuneSettings:
     load: str | None = None  # a grid file saved by an earlier tune.pilot: sample on it
 
 
+SAMPLE_FORMATS = ("pt", "npz", "png")
+
+
+@dataclass
+class SampleOutput:
+    """Where `score-sde sample` writes (`out=<folder>` is short for `out.dir=<folder>`)."""
+
+    dir: str | None = None  # None: <run>/samples, or ./samples for a pretrained model
+    # pt: the (n, *D) float tensor; npz: uint8 images (n, H, W, C) under arr_0, what FID code
+    # takes; png: a folder of uint8 PNGs. The .json of how they were made lies beside each.
+    format: str = "pt"
+
+
 @dataclass
 class SampleConfig:
-    run: str = MISSING
+    run: str | None = None  # a run folder of `score-sde train` (or pretrained=)
+    pretrained: str | None = None  # a diffusers Hub id or folder (or run=)
     n: int | None = None  # None: 2000 for points (a scatter that shows the density), 64 for images
     seed: int = 0
     device: str = "auto"
@@ -198,7 +224,7 @@ class SampleConfig:
     ema: bool = True
     checkpoint: str | None = None  # a checkpoint file; None: the run's latest
     batch_size: int = 1000  # samples per solve; each batch has its own seed (see distributed.py)
-    out: str | None = None  # the output folder; None: <run>/samples
+    out: SampleOutput = field(default_factory=SampleOutput)
     progress: bool = True
     label: int | None = None  # a class of a conditional run; None: unconditional samples
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
@@ -209,27 +235,49 @@ class SampleConfig:
     solver: Any = MISSING
 
 
-@dataclass
-class LikelihoodData:
-    split: str = "test"
-    n: int = 2000  # how many points of the split (0: all)
+LIKELIHOOD_DATA_KEYS = ("split", "n")  # data.* keys of `likelihood` beside a data group's own
 
 
 @dataclass
 class LikelihoodConfig(NLLSettings):
-    run: str = MISSING
+    run: str | None = None  # a run folder of `score-sde train` (or pretrained= with data=)
+    pretrained: str | None = None  # a diffusers Hub id or folder; data=<group> gives the images
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None: the run's training setting
     ema: bool = True
     checkpoint: str | None = None
-    data: LikelihoodData = field(default_factory=LikelihoodData)
+    # split and n (how many points of the split, 0: all); with data=<group> (cifar10, digits,
+    # image_folder, ...) also that data set, else the run's own
+    data: Any = field(default_factory=lambda: {"split": "test", "n": 2000})
     out: str | None = None  # the folder of the metrics.jsonl record; None: the run folder
     progress: bool = True
 
 
+FID_FEATURES = ("inception", "judge")
+
+
+@dataclass
+class FIDConfig:
+    """`score-sde fid`: the Frechet distance and KID between two sets of images."""
+
+    samples: str = MISSING  # an .npz (arr_0 uint8), a folder of images or a .pt of score-sde sample
+    reference: str = MISSING  # the same kinds, or <data>-<split>: cifar10-train, digits-test, ...
+    features: str = "inception"  # "inception" (pip install 'score-sde[fid]') or "judge"
+    inception_weights: str | None = None  # a local Inception weights file (offline)
+    judge_data: str = "digits"  # features=judge: the labelled data set the judge is fitted on
+    kid: bool = True
+    kid_subset_size: int = 1000  # images per KID subset (at most the smaller set's size)
+    kid_subsets: int = 100
+    n: int = 0  # at most n images of each set (0: all)
+    batch_size: int = 200  # images per feature pass
+    seed: int = 0  # KID's subsets
+    device: str = "auto"
+    threads: int | None = None
+
+
 SCHEMAS: dict[str, type] = {"train": TrainConfig, "sample": SampleConfig,
-                            "likelihood": LikelihoodConfig}
+                            "likelihood": LikelihoodConfig, "fid": FIDConfig}
 START_TIME_ENV = "SCORESDE_START_TIME"
 CONFIG_FILE = "config.yaml"  # the resolved config `score-sde train` saves in the run folder
 CHECKPOINT_DIR = "checkpoints"  # the run folder's checkpoints (`score_sde.checkpoint`)
@@ -268,11 +316,19 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
     from score_sde.resume import resume_config
 
     register_configs()
+    overrides = out_shorthand(config_name, overrides)
     with initialize_config_module(config_module="score_sde.conf", version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=list(overrides))
         if config_name == "train":
             cfg = resume_config(cfg, list(overrides), lambda over: hydra_compose("train", over))
     return cfg
+
+
+def out_shorthand(command: str, overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """`sample`'s `out=<folder>` as `out.dir=<folder>` (its `out` also holds `format`)."""
+    if command != "sample":
+        return list(overrides)
+    return [f"out.dir={o.split('=', 1)[1]}" if o.startswith("out=") else o for o in overrides]
 
 
 def _unknown_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
@@ -324,9 +380,10 @@ def _check_nll(s: Any, prefix: str) -> None:
     from score_sde.solvers.likelihood_flow import ERROR_CONTROLS
     from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS
 
-    _check(s.divergence in DIVERGENCES, f"{prefix}divergence", s.divergence, f"one of {DIVERGENCES}")
+    choices = ("auto", *DIVERGENCES)
+    _check(s.divergence in choices, f"{prefix}divergence", s.divergence, f"one of {choices}")
     _check(s.probes >= 1, f"{prefix}probes", s.probes, "an int >= 1")
-    _check(s.probes == 1 or s.divergence == "hutchinson", f"{prefix}probes", s.probes,
+    _check(s.probes == 1 or s.divergence in ("hutchinson", "auto"), f"{prefix}probes", s.probes,
            f"1 unless {prefix}divergence=hutchinson")
     _check(s.noise in ("rademacher", "gaussian"), f"{prefix}noise", s.noise,
            "'rademacher' or 'gaussian'")
@@ -383,6 +440,7 @@ def validate_train(cfg: DictConfig) -> None:
     _check(0 <= t.cond_dropout < 1, "train.cond_dropout", t.cond_dropout,
            "in [0, 1) (e.g. 0.1: one condition in ten becomes the null condition)")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an int >= 1")
+    _check(t.workers >= 0, "train.workers", t.workers, "an int >= 0 (0: no worker processes)")
     _check(e.every >= 0, "eval.every", e.every, ">= 0 (0: only at the end)")
     _check(e.n_samples >= 1, "eval.n_samples", e.n_samples, "an int >= 1")
     _check(e.nll_points >= 0, "eval.nll_points", e.nll_points, ">= 0 (0 skips the NLL)")
@@ -392,6 +450,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check(e.per_class >= 1, "eval.per_class", e.per_class, "an int >= 1")
     _check(e.restore_n >= 0, "eval.restore_n", e.restore_n, "an int >= 0 (0: no restorations)")
     _check(e.restore_samples >= 1, "eval.restore_samples", e.restore_samples, "an int >= 1")
+    _check(e.fid is None or e.fid in FID_FEATURES, "eval.fid", e.fid,
+           f"null (off) or one of {FID_FEATURES}")
     _check(c.every >= 1, "checkpoint.every", c.every, "an int >= 1")
     _check(c.keep >= 1, "checkpoint.keep", c.keep, "an int >= 1")
     _check(cfg.model.input in ("vector", "image"), "model.input", cfg.model.input,
@@ -423,17 +483,41 @@ def _check_cond(c: Any) -> bool:
     return c.image is not None or c.split is not None
 
 
+def _check_model_source(cfg: DictConfig, command: str) -> None:
+    """Exactly one of run= and pretrained= (and data= with pretrained= for likelihood)."""
+    if cfg.run is None and cfg.pretrained is None:
+        raise ValueError(f"score-sde {command} needs a model: add run=<run folder of score-sde "
+                         "train> or pretrained=<diffusers Hub id or folder>")
+    _check(cfg.run is None or cfg.pretrained is None, "pretrained", cfg.pretrained,
+           "null with run= (give one model: a run folder or a pretrained model)")
+
+
+def validate_fid(cfg: DictConfig) -> None:
+    """Check a composed fid config: complete, and values that make sense."""
+    check_complete(cfg)
+    _check_device(cfg.device)
+    _check(cfg.features in FID_FEATURES, "features", cfg.features, f"one of {FID_FEATURES}")
+    for key in ("kid_subset_size", "kid_subsets", "batch_size"):
+        _check(cfg[key] >= 1, key, cfg[key], "an int >= 1")
+    _check(cfg.n >= 0, "n", cfg.n, ">= 0 (0: all images)")
+    _check(cfg.threads is None or cfg.threads >= 0, "threads", cfg.threads, "null or >= 0")
+
+
 def validate_eval(cfg: DictConfig) -> None:
-    """Check a composed sample or likelihood config: complete (`check_complete`), and values
-    that make sense."""
+    """Check a composed sample, likelihood or fid config: complete (`check_complete`), and
+    values that make sense."""
     from score_sde.targets import check_config
 
+    if OmegaConf.get_type(cfg) is FIDConfig:
+        validate_fid(cfg)
+        return
     check_complete(cfg)
     check_config(cfg)
     _check_device(cfg.device)
     _check(cfg.threads is None or cfg.threads >= 0, "threads", cfg.threads,
            "null (the run's setting) or >= 0")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "an int >= 1")
+    _check_model_source(cfg, "sample" if "guidance" in cfg else "likelihood")
     if "guidance" in cfg:  # sample
         _check(cfg.n is None or cfg.n >= 1, "n", cfg.n,
                "an int >= 1 (or null: 2000 points, 64 images)")
@@ -444,6 +528,11 @@ def validate_eval(cfg: DictConfig) -> None:
         _check(cfg.label is not None or restoring or cfg.guidance.scale == 1, "guidance.scale",
                cfg.guidance.scale, "left at 1 without a label (add label=<class>) or a condition "
                "(cond.image=<file> or cond.split=test)")
+        _check(cfg.guidance.null_label is None or cfg.pretrained is not None,
+               "guidance.null_label", cfg.guidance.null_label,
+               "null for a run of score-sde train (its null label is its class count K)")
+        _check(cfg.out.format in SAMPLE_FORMATS, "out.format", cfg.out.format,
+               f"one of {SAMPLE_FORMATS}")
         paths = cfg.inpaint.known, cfg.inpaint.mask
         _check((paths[0] is None) == (paths[1] is None), "inpaint.known and inpaint.mask",
                list(paths), "given together (two files) or not at all")
@@ -459,6 +548,13 @@ def validate_eval(cfg: DictConfig) -> None:
         _check(not (cfg.tune.pilot and cfg.tune.load), "tune.load", cfg.tune.load,
                "null with tune.pilot > 0 (tune a new grid or load one, not both)")
     else:  # likelihood
+        extra = [k for k in cfg.data if k not in LIKELIHOOD_DATA_KEYS]
+        if extra and "_target_" not in cfg.data:
+            raise ValueError(f"data.{extra[0]} is not a setting of score-sde likelihood without "
+                             "data=<name> (it takes data.split and data.n)")
+        _check(cfg.pretrained is None or "_target_" in cfg.data, "data", None,
+               "a data set for a pretrained model: add data=<name> (cifar10, image_folder "
+               "data.path=..., npz data.path=..., digits, ...)")
         _check(cfg.data.split in ("train", "test"), "data.split", cfg.data.split,
                "'train' or 'test'")
         _check(cfg.data.n >= 0, "data.n", cfg.data.n, ">= 0 (0: the whole split)")

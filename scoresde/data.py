@@ -1,9 +1,15 @@
 """Data sets: 2-D toy densities (some with a known entropy), sklearn's digits, image files, MNIST and
 CIFAR-10 through torchvision.
 
-Every builder is a plain function returning a `Dataset` with a train and a test tensor; hydra's
-`conf/data/*.yaml` name them with `_target_`. Images are returned in [-1, 1] as 8-bit levels
+Every builder is a plain function returning a `Dataset` with a train and a test split; hydra's
+`conf/data/*.yaml` name them with `_target_`. Images are in [-1, 1] as 8-bit levels
 k / 255 * 2 - 1 (`quantized=True`), the convention `solvers.bits_per_dim` expects.
+
+Storage: the small sets (2-D points, sklearn's digits) are float tensors in memory, which training
+indexes on the device (no loader). Image sets that can be large are `Images`: uint8 in memory
+(MNIST, CIFAR-10, npz files) or files read from disk on access (an image folder: CelebA-HQ 256
+does not fit in memory as floats); indexing one gives float images in [-1, 1], and
+`score_sde.loader` feeds them to training through a torch DataLoader with workers.
 
 Class labels (for class-conditional training) come with the data where they exist: the mixture
 component of the ring, the square of the checkerboard, the moon of two_moons, the digit of digits,
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,14 +34,96 @@ from torch import Tensor
 from score_sde.sde_lib import GaussianMixture
 
 
+class Images:
+    """uint8 images (N, C, H, W) held in memory or read from files on access.
+
+    `images[i]` (an int, a slice or an index tensor) gives float images in [-1, 1] (k / 255 * 2 - 1),
+    `images.uint8(i)` the uint8 levels; `shape` is (N, C, H, W) like a tensor's
+    (`score_sde.loader` batches them for training).
+
+    Args:
+        levels: (N, C, H, W) uint8 images in memory, or None with `files`.
+        files: image files read on access (resized to `size`, grey with `grayscale`), or None.
+        size: H = W of images read from files.
+        grayscale: read files as one grey channel instead of RGB.
+        labels: (N,) long class labels, or None.
+    """
+
+    def __init__(self, levels: Tensor | None = None, *, files: list[Path] | None = None,
+                 size: int = 32, grayscale: bool = False, labels: Tensor | None = None):
+        if (levels is None) == (files is None):
+            raise ValueError("Images takes uint8 levels or files, one of them")
+        if levels is not None and (levels.dtype != torch.uint8 or levels.ndim != 4):
+            raise ValueError(f"levels must be uint8 of shape (N, C, H, W), got {levels.dtype} of "
+                             f"shape {tuple(levels.shape)}")
+        self.levels, self.files, self.size, self.grayscale = levels, files, size, grayscale
+        self.labels = labels
+        n = len(files) if files is not None else levels.shape[0]
+        c = (1 if grayscale else 3) if files is not None else levels.shape[1]
+        hw = (size, size) if files is not None else tuple(levels.shape[2:])
+        self.shape = (n, c, *hw)
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, i: int) -> Tensor:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as img:
+            img = img.convert("L" if self.grayscale else "RGB").resize((self.size, self.size),
+                                                                        Image.BICUBIC)
+            return torch.from_numpy(_as_nchw(np.asarray(img)[None], str(self.files[i]))[0].copy())
+
+    def _index(self, index: int | slice | Tensor | list[int]) -> list[int]:
+        return list(range(len(self)))[index] if isinstance(index, slice) else (
+            torch.as_tensor(index).reshape(-1).tolist())
+
+    def uint8(self, index: int | slice | Tensor | list[int] = slice(None)) -> Tensor:
+        """The uint8 images (k, C, H, W) at `index` (an int gives (C, H, W))."""
+        if self.levels is not None:
+            return self.levels[index]
+        if isinstance(index, int):
+            return self._read(index)
+        return torch.stack([self._read(i) for i in self._index(index)])
+
+    def __getitem__(self, index: Any) -> Tensor:
+        """Float images in [-1, 1] at index, a tensor's index (x[:, 0] decodes all, then picks)."""
+        if isinstance(index, tuple):
+            x = to_unit(self.uint8(index[0]))
+            return x[index[1:]] if isinstance(index[0], int) else x[(slice(None), *index[1:])]
+        return to_unit(self.uint8(index))
+
+    def subset(self, index: Tensor) -> Images:
+        """The images at `index` (k,), their labels with them."""
+        labels = None if self.labels is None else self.labels[index]
+        if self.levels is not None:
+            return Images(self.levels[index], labels=labels)
+        return Images(files=[self.files[i] for i in index.tolist()], size=self.size,
+                      grayscale=self.grayscale, labels=labels)
+
+
+def to_unit(levels: Tensor) -> Tensor:
+    """uint8 levels k -> float32 k / 255 * 2 - 1 in [-1, 1] (any shape, on levels' device)."""
+    return levels.float() / 127.5 - 1.0
+
+
+def as_uint8(split: Tensor | Images, n: int | None = None) -> Tensor:
+    """The first n (all: None) images of a split as uint8 levels (n, C, H, W)."""
+    part = slice(None) if n is None else slice(0, n)
+    if isinstance(split, Images):
+        return split.uint8(part)
+    return torch.round((split[part].float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+
+
 @dataclass
 class Dataset:
     """A data set split in two, with what is known of its density.
 
     Attributes:
         name: a short name, used in titles.
-        train: (N, *D) training data.
-        test: (M, *D) held-out data.
+        train: (N, *D) training data: a float tensor, or `Images` (indexing gives floats).
+        test: (M, *D) held-out data, of the same kind.
         entropy: the true differential entropy of the data density in nats, if known.
         entropy_stderr: its Monte-Carlo standard error (0 when exact).
         quantized: 8-bit images scaled to [-1, 1] (bits/dim applies).
@@ -45,8 +134,8 @@ class Dataset:
     """
 
     name: str
-    train: Tensor
-    test: Tensor
+    train: Tensor | Images
+    test: Tensor | Images
     entropy: float | None = None
     entropy_stderr: float | None = None
     quantized: bool = False
@@ -81,6 +170,12 @@ class Dataset:
     @property
     def is_image(self) -> bool:
         return self.train.ndim == 4
+
+    def split(self, name: str, n: int | None = None) -> Tensor:
+        """The first n (all: None or 0) points of split `name` ("train" or "test") as a float
+        tensor (images decoded to [-1, 1])."""
+        x = self.train if name == "train" else self.test
+        return x[:n] if n else x[:]
 
 
 def _check_sizes(n_train: int, n_test: int) -> None:
@@ -189,14 +284,10 @@ def swiss_roll(n_train: int = 100_000, n_test: int = 2000, *, noise: float = 0.5
 
 
 # -- images ------------------------------------------------------------------------------------
-def _to_unit(levels: np.ndarray) -> Tensor:
-    """uint8 levels (N, C, H, W) -> float32 in [-1, 1]."""
-    return torch.as_tensor(levels.astype(np.float32) / 255.0 * 2.0 - 1.0)
-
-
-def _split(name: str, x: Tensor, labels: Tensor | None, n_test: int | float, seed: int
+def _split(name: str, x: Tensor | Images, labels: Tensor | None, n_test: int | float, seed: int
            ) -> Dataset:
-    """Images x (N, C, H, W) and their labels (N,) or None, split by one random permutation."""
+    """Images x (N, C, H, W) (float, or `Images` whose labels are `labels`) and their labels
+    (N,) or None, split by one random permutation."""
     n = x.shape[0]
     m = int(round(n_test * n)) if isinstance(n_test, float) else int(n_test)
     if n < 2:
@@ -207,9 +298,10 @@ def _split(name: str, x: Tensor, labels: Tensor | None, n_test: int | float, see
                          f"test split and {n - m} for training; both need at least one")
     perm = torch.randperm(n, generator=_gen(seed))
     train, test = perm[m:], perm[:m]
+    pick = x.subset if isinstance(x, Images) else x.__getitem__
     if labels is None:
-        return Dataset(name, x[train], x[test], quantized=True)
-    return Dataset(name, x[train], x[test], quantized=True, train_labels=labels[train],
+        return Dataset(name, pick(train), pick(test), quantized=True)
+    return Dataset(name, pick(train), pick(test), quantized=True, train_labels=labels[train],
                    test_labels=labels[test], num_classes=int(labels.max()) + 1)
 
 
@@ -233,8 +325,8 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     bunch = load_digits()
     levels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # v in 0..16
-    return _split("digits", _to_unit(levels), torch.as_tensor(bunch.target, dtype=torch.long),
-                  float(test_fraction), seed)
+    return _split("digits", to_unit(torch.from_numpy(levels)),
+                  torch.as_tensor(bunch.target, dtype=torch.long), float(test_fraction), seed)
 
 
 def _as_nchw(a: np.ndarray, source: str) -> np.ndarray:
@@ -280,19 +372,19 @@ def npz(path: str, *, key: str = "x", label_key: str = "y", test_fraction: float
     labels = None
     if label_key in arrays:
         labels = _labels(arrays[label_key], arr.shape[0], f"{p}[{label_key!r}]")
-    return _split(p.stem, _to_unit(_as_nchw(arr, str(p))), labels, float(test_fraction), seed)
+    levels = torch.from_numpy(np.ascontiguousarray(_as_nchw(arr, str(p))))
+    return _split(p.stem, Images(levels, labels=labels), labels, float(test_fraction), seed)
 
 
 def image_folder(path: str, *, size: int = 32, grayscale: bool = False,
                  test_fraction: float = 0.1, seed: int = 0) -> Dataset:
-    """Every .png/.jpg/.jpeg/.bmp under a folder, resized to size x size, split at random.
+    """Every .png/.jpg/.jpeg/.bmp under a folder, resized to size x size, split at random; the
+    files are read when the images are used (`Images`), not at start.
 
     Labels: when every image lies in a subfolder of `path` and there are at least two of them,
     the subfolders are the classes, numbered in sorted order of their names (as torchvision's
     ImageFolder does).
     """
-    from PIL import Image
-
     if not (isinstance(size, int) and size >= 1):
         raise ValueError(f"data.size must be an int >= 1 (the side of the resized images), got "
                          f"{size!r}")
@@ -301,16 +393,18 @@ def image_folder(path: str, *, size: int = 32, grayscale: bool = False,
                                                                       ".bmp"))
     if not files:
         raise ValueError(f"data.path must be a folder holding images, found none in {str(root)!r}")
-    mode = "L" if grayscale else "RGB"
-    imgs = [np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BICUBIC))
-            for f in files]
     parts = [f.relative_to(root).parts for f in files]
     classes = sorted({p[0] for p in parts})
     labels = None
     if all(len(p) > 1 for p in parts) and len(classes) > 1:
         labels = torch.tensor([classes.index(p[0]) for p in parts], dtype=torch.long)
-    return _split(root.name, _to_unit(_as_nchw(np.stack(imgs), str(root))), labels,
-                  float(test_fraction), seed)
+    images = Images(files=files, size=size, grayscale=grayscale, labels=labels)
+    return _split(root.name, images, labels, float(test_fraction), seed)
+
+
+# the files torchvision looks for under `root`, named in the offline message
+_TORCHVISION_FILES = {"MNIST": "MNIST/raw/ (train-images-idx3-ubyte.gz and the three other files)",
+                      "CIFAR10": "cifar-10-batches-py/ (cifar-10-python.tar.gz, extracted)"}
 
 
 def _torchvision(name: str, root: str, download: bool) -> Dataset:
@@ -321,17 +415,22 @@ def _torchvision(name: str, root: str, download: bool) -> Dataset:
                          "`pip install torchvision` (CPU wheels: --index-url "
                          "https://download.pytorch.org/whl/cpu) or use data=digits, which ships "
                          "with scikit-learn") from err
+    except Exception as err:  # a wheel built for another torch fails inside its own import
+        raise ValueError(f"data={name.lower()} needs torchvision, which is installed but does not "
+                         f"import ({type(err).__name__}: {err}); install the torchvision release "
+                         f"made for torch {torch.__version__}") from err
     cls = getattr(torchvision.datasets, name)
     try:
         sets = [cls(root, train=train, download=download) for train in (True, False)]
     except (RuntimeError, OSError) as err:
         raise ValueError(f"could not load {name} from {root!r} ({err}); without a network, "
-                         f"place the files there and pass data.download=false") from err
+                         f"place {_TORCHVISION_FILES[name]} under data.root={root} and pass "
+                         "data.download=false") from err
     xs, ys = [], []
     for s in sets:
         a = s.data.numpy() if isinstance(s.data, Tensor) else np.asarray(s.data)
-        xs.append(_to_unit(_as_nchw(a, name)))
         ys.append(torch.as_tensor(np.asarray(s.targets), dtype=torch.long))
+        xs.append(Images(torch.from_numpy(np.ascontiguousarray(_as_nchw(a, name))), labels=ys[-1]))
     return Dataset(name.lower(), xs[0], xs[1], quantized=True, train_labels=ys[0],
                    test_labels=ys[1], num_classes=len(sets[0].classes))
 

@@ -22,12 +22,21 @@ import torch
 from torch import Tensor
 
 from score_sde import distributed, plots, solvers
-from score_sde.console import bar
+from score_sde.console import bar, log
 from score_sde.data import Dataset
 from score_sde.faults import solver_keys
 from score_sde.sde_lib import SDE, ScoreFn
 
 GRID_MAX = 256  # images in a sample picture (a 16 x 16 grid); the picture's title states the cap
+EXACT_WARN_DIM = 256  # the exact divergence warns above this D (D backward passes per evaluation)
+
+
+def resolve_divergence(kw: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+    """The NLL keywords `kw` with divergence "auto" resolved for points of shape D: "hutchinson"
+    for images (D = C H W in the hundreds to hundreds of thousands), "exact" for other data."""
+    if kw.get("divergence", "auto") != "auto":
+        return kw
+    return {**kw, "divergence": "hutchinson" if len(shape) == 3 else "exact"}
 
 
 @dataclass
@@ -159,7 +168,9 @@ def sharded_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, seed
     draws its probes and dequantization noise from a generator seeded by
     `distributed.block_seed(seed, j)`, so the per-point NLL does not depend on the number of
     ranks. `kw` goes to the solver (divergence, probes, method, rtol, atol, t_eps, max_steps,
-    step_size, ...; `score_sde.config.nll_kwargs`). `true_log_prob`, if given, is evaluated on
+    step_size, ...; `score_sde.config.nll_kwargs`); divergence "auto" is Hutchinson for images
+    and exact otherwise (`resolve_divergence`), and the exact one on D > EXACT_WARN_DIM warns
+    with its cost. `true_log_prob`, if given, is evaluated on
     the same points for a paired comparison. `progress` draws a bar of rank 0's points, moved by
     the ODE's time (reading it costs a host sync per evaluation, so only with the bar).
 
@@ -168,6 +179,12 @@ def sharded_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, seed
         None on the other ranks.
     """
     ctx = ctx or distributed.context()
+    kw = resolve_divergence(kw, tuple(x.shape[1:]))
+    dim = x[0].numel()
+    if kw["divergence"] == "exact" and dim > EXACT_WARN_DIM and ctx.is_main:
+        log.warning(f"the exact divergence on D = {dim} costs {dim} backward passes per function "
+                    f"evaluation ({dim}x a Hutchinson probe; memory grows with chunk_size): "
+                    "divergence=hutchinson probes=<k> estimates it, with the standard error")
     kw = {"error_bars": False, **kw}  # the report's error is the spread over points (probes included)
     mine = distributed.my_blocks(math.ceil(x.shape[0] / batch_size), ctx)
     nlls, bpds, nfes = [], [], []
@@ -204,10 +221,11 @@ def sharded_nll(sde: SDE, score_fn: ScoreFn, x: Tensor, *, quantized: bool, seed
                      x.shape[0], true, nll)
 
 
-def sample_picture(samples: Tensor, data: Dataset, path: Path, *, title: str = "") -> Path:
+def sample_picture(samples: Tensor, data: Dataset | None, path: Path, *, title: str = "") -> Path:
     """A scatter of all samples next to the test data (2-D points), or a grid of the first
-    GRID_MAX images (the title says so when there are more)."""
-    if data.is_image:
+    GRID_MAX images (the title says so when there are more); data None: images without a data
+    set (a pretrained model)."""
+    if data is None or data.is_image:
         if samples.shape[0] > GRID_MAX:
             title = f"{title} (first {GRID_MAX} of {samples.shape[0]})".strip()
         return plots.image_grid(samples[:GRID_MAX], path, title=title)
@@ -260,6 +278,10 @@ def evaluate(sde: SDE, score_fn: ScoreFn, solver: Callable[..., Any], data: Data
     metrics["sample_nfe"] = samples.nfe_per_sample
     pictures.append(sample_picture(samples.x, data, out_dir / f"samples_{tag}.png",
                                    title=f"{data.name}: samples at {tag}"))
+    if settings.get("fid") and data.is_image:
+        from score_sde.fid import training_fid
+
+        metrics.update(training_fid(samples.x, data, settings, seed=seed, device=device))
     if settings.paths and data.shape == (2,):
         gen = torch.Generator(device).manual_seed(distributed.block_seed(seed, 0, stream=2))
         pictures.append(paths_picture(sde, score_fn, data, out_dir / f"paths_{tag}.png",

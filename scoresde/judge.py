@@ -65,6 +65,6 @@ def fit_judge(data: Dataset, *, strength: float = 0.1) -> Judge:
     # one BLAS thread: a 64-pixel logistic regression gains nothing from more, and BLAS threads
     # that spin beside other busy processes made this fit take 18 s instead of 0.6 s
     with threadpool_limits(1):
-        clf.fit(_rows(data.train), data.train_labels.numpy())
-    accuracy = float(np.mean(clf.predict(_rows(data.test)) == data.test_labels.numpy()))
+        clf.fit(_rows(data.split("train")), data.train_labels.numpy())
+    accuracy = float(np.mean(clf.predict(_rows(data.split("test"))) == data.test_labels.numpy()))
     return Judge(clf, data.num_classes, accuracy)

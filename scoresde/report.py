@@ -31,6 +31,10 @@ def summary_lines(res: TrainResult) -> list[str]:
         lines.append(f"baseline, sklearn GaussianMixture({m['gmm_components']}, full covariance) "
                      f"on the same dequantized data: {m['gmm_bpd']:.4f} +- "
                      f"{m['gmm_bpd_stderr']:.4f} bits/dim")
+    if "fid" in m:
+        kid = f"; KID {m['kid']:.5f} +- {m['kid_std']:.5f}" if "kid" in m else ""
+        lines.append(f"Frechet distance of the samples to the {m['fid_reference']} training images "
+                     f"in {m['fid_features']} features: {m['fid']:.4f}{kid}")
     if "judge_test_accuracy" in m:
         accs = ", ".join(f"{k.removeprefix('class_accuracy_w')}: {v:.3f}" for k, v in m.items()
                          if k.startswith("class_accuracy_w"))

@@ -76,12 +76,13 @@ from score_sde.degradation import Degradation, training_condition
 from score_sde.evaluate import evaluate
 from score_sde.faults import batch_fits
 from score_sde.judge import fit_judge
+from score_sde.loader import TrainBatches
 from score_sde.metrics import METRICS_FILE, MetricsLogger, read_metrics, truncate_metrics
 from score_sde.report import summary_lines
 from score_sde.restoration import evaluate_restorations
 from score_sde.resume import check_resumable
 from score_sde.run_folder import check_train_folder, run_lock
-from score_sde.sde_lib import SDE, dsm_loss, sample_time
+from score_sde.sde_lib import SDE, append_dims, dsm_loss, sample_time
 from score_sde.solvers import dequantize
 from score_sde.stopping import StopFlag, catch_signals
 
@@ -133,12 +134,17 @@ class _NoLogger:
 
 
 def _dry_run(solver: Callable[..., Any], sde: Any, shape: tuple[int, ...], target: str) -> None:
-    """Call the solver once on 2 prior draws with a zero score, so that settings it rejects fail
-    at start rather than after training."""
+    """Call the solver once on 2 prior draws with the exact score of N(0, I) data,
+    -x / (alpha^2 + sigma^2), so that settings it rejects fail at start rather than after training.
+    (Not a zero score: Langevin correctors scale their step by 1 / |score|.)"""
     gen = torch.Generator().manual_seed(0)
     x_T = sde.prior_sample((2, *shape), generator=gen)
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -x / append_dims(sde.alpha(t) ** 2 + sde.sigma(t) ** 2, x.ndim)
+
     try:
-        solver(sde, lambda x, t: torch.zeros_like(x), x_T, generator=gen)
+        solver(sde, score, x_T, generator=gen)
     except (ValueError, TypeError) as err:
         raise ValueError(f"solver {target} rejects its settings: {err}") from err
 
@@ -337,8 +343,9 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
                      f"{metrics['test_nll_stderr']:.4f} nats")
         return metrics, pics
 
-    train_x = data.train.to(device)
-    train_y = data.train_labels.to(device) if num_classes is not None else None
+    batches = TrainBatches(data, batch_size=t.batch_size, hflip=t.hflip, generator=gens["data"],
+                           seed=cfg.seed, start=step, steps=t.steps, workers=t.workers,
+                           device=device, labels=num_classes is not None)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp and device.type == "cuda" \
         else nullcontext()
     flag = StopFlag()
@@ -355,11 +362,10 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
             for group in opt.param_groups:
                 group["lr"] = lr
             # the global batch, drawn alike on every rank; this rank trains on its slice
-            idx = torch.randint(train_x.shape[0], (t.batch_size,), generator=gens["data"])
-            x0 = train_x[idx.to(device)]
+            x0, y = batches.next()
             score_fn = net
-            if train_y is not None:  # the batch's labels, some replaced by the null label
-                y = drop_labels(train_y[idx.to(device)], num_classes, t.label_dropout, gens["data"])
+            if y is not None:  # the batch's labels, some replaced by the null label
+                y = drop_labels(y, num_classes, t.label_dropout, gens["data"])
                 score_fn = partial(net, y=y[mine])
             if data.quantized:
                 x0 = dequantize(x0, generator=gens["noise"], check=False)[0]
@@ -428,7 +434,7 @@ def _loop(cfg: DictConfig, ctx: distributed.Context, run_dir: Path, parts: _Part
         metrics, pics = run_eval("final")
         if ev.gmm_baseline and data.quantized:
             log.info("fitting the baseline: sklearn's GaussianMixture on the same dequantized data")
-            base = gmm_bits_per_dim(data.train, data.test, seed=cfg.seed)
+            base = gmm_bits_per_dim(data.split("train"), data.split("test"), seed=cfg.seed)
             metrics.update(gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,
                            gmm_components=base.n_components)
             logger.log("baseline", step, gmm_bpd=base.bpd, gmm_bpd_stderr=base.stderr,

@@ -21,13 +21,15 @@ from score_sde.config import register_configs
 
 COMMANDS = {
     "train": "train a score model, then sample and compute the test NLL",
-    "sample": "draw samples from a trained run: run=<run folder> [solver=ddim solver.steps=50]",
-    "likelihood": "exact NLL / bits-per-dim of held-out data under a trained run: run=<run folder>",
+    "sample": "draw samples: run=<run folder> or pretrained=<Hub id or folder> [solver=ddim]",
+    "likelihood": "exact NLL / bits-per-dim of held-out data: run=<run folder> or pretrained= data=",
+    "fid": "Frechet distance and KID of two image sets: samples=<npz|folder> reference=<...>",
 }
 FLAGS = {
     "train": ["--help", "--cfg", "-m", "--multirun", "-sc"],
     "sample": ["--help", "--cfg", "-sc"],
     "likelihood": ["--help", "--cfg", "-sc"],
+    "fid": ["--help", "--cfg", "-sc"],
 }
 SHELLS = ("bash", "zsh")
 

@@ -33,7 +33,7 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_its_options():
     assert set(options("sde")) == {"vp", "subvp", "ve"}
-    assert set(options("model")) == {"mlp", "unet"}
+    assert set(options("model")) == {"mlp", "unet", "diffusers_unet"}
     assert {"ring", "checkerboard", "moons", "swiss_roll", "digits", "npz", "image_folder",
             "mnist", "cifar10"} <= set(options("data"))
     from score_sde import solvers
@@ -43,7 +43,8 @@ def test_every_group_has_its_options():
                 "dpm_solver_singlestep", "heun", "adaptive_sde"}
     assert samplers <= set(solvers.__all__)  # the samplers `solvers` exports ...
     assert samplers == set(options("solver"))  # ... each have a config
-    assert {"ring-vp", "digits-vp", "digits-ve", "digits-cond"} <= set(options("experiment"))
+    assert {"ring-vp", "digits-vp", "digits-ve", "digits-cond", "digits-diffusers",
+            "cifar10-ddpmpp-vp", "cifar10-ncsnpp-ve"} <= set(options("experiment"))
 
 
 @pytest.mark.parametrize("name", options("sde"))
@@ -76,6 +77,8 @@ def test_model_builds_and_runs(name):
     shape = (2,) if cfg.model.input == "vector" else (1, 8, 8)
     if name == "unet":
         cfg.model.net.channels = 32
+    if name == "diffusers_unet":  # the paper's net (tests/scoresde/test_paper_configs.py), shrunk
+        cfg.model.net.update(channels=32, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[])
     model = build_model(cfg, build_sde(cfg), shape)
     assert isinstance(model, models.ScoreModel)
     x = torch.randn(3, *shape)
@@ -98,7 +101,7 @@ def test_file_data_build(tmp_path):
     np.savez(tmp_path / "x.npz", x=levels)
     d = build_data(compose("train", ["data=npz", f"data.path={tmp_path / 'x.npz'}"]))
     assert d.train.shape[1:] == (1, 6, 6) and d.quantized
-    both = torch.cat([d.train, d.test])
+    both = torch.cat([d.train[:], d.test[:]])
     k = (both + 1) * 127.5  # 8-bit levels come back exactly
     assert torch.allclose(k, k.round(), atol=1e-4)
     assert sorted(k.round().flatten().tolist()) == sorted(levels.flatten().tolist())
