@@ -31,7 +31,7 @@ from score_sde.degradation import Degradation
 from score_sde.pretrained import PretrainedModel, data_range_of, on_unit_range
 from score_sde.run_folder import check_against_checkpoint, read_run_config
 from score_sde.sde_lib import SDE
-from score_sde.targets import checked_node
+from score_sde.targets import check_pretrained_folder, checked_node
 
 _SET_BY_APP = ("generator", "callback", "return_trajectory")  # solver keywords the app passes
 
@@ -244,8 +244,10 @@ def load_pretrained(source: str, *, device: str | torch.device = "cpu") -> Pretr
 
     Raises:
         ValueError: no such folder or Hub id (offline: the message names the folder route), a
-            layout or scheduler that does not map to an SDE, pickle-only weights.
+            layout or scheduler that does not map to an SDE, pickle-only weights, a folder
+            naming classes other than diffusers' (`targets.check_pretrained_folder`).
     """
+    check_pretrained_folder(source)
     sde, model = models.from_diffusers(source)
     config = model.net.unet.config
     size = config.sample_size

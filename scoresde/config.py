@@ -512,7 +512,11 @@ def validate_eval(cfg: DictConfig) -> None:
         validate_fid(cfg)
         return
     check_complete(cfg)
-    check_config(cfg)
+    if "data" in cfg and "_target_" not in cfg.data:  # likelihood without data=<name>: the
+        # data node holds data.split and data.n (checked below) and builds nothing
+        check_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "data"]))
+    else:
+        check_config(cfg)
     _check_device(cfg.device)
     _check(cfg.threads is None or cfg.threads >= 0, "threads", cfg.threads,
            "null (the run's setting) or >= 0")

@@ -24,8 +24,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import json
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,3 +171,48 @@ def check_config(cfg: DictConfig, source: str = "the config") -> None:
         raise ValueError(f"{outside[0][0]} in {source} is {outside[0][1]!r}: only "
                          f"{', '.join(SLOTS)} are built from a config, each by a _target_ of score-sde; "
                          "nothing was built or run")
+
+
+# what a pretrained folder's JSON files may name: diffusers classes that build no code of the folder
+PRETRAINED_UNETS = ("UNet2DModel",)
+
+
+def check_pretrained_folder(folder: str | Path) -> None:
+    """Check a local diffusers folder for `pretrained=` before anything is loaded: its
+    model_index.json, unet/config.json and config.json (read as data) may name only diffusers'
+    own classes, the UNet a UNet2DModel; a component of another library (custom code that
+    diffusers would import) is refused. (The scheduler's class is checked where it maps to an
+    SDE, `models.from_diffusers`; weights are safetensors only.) A Hub id is not a folder: not
+    checked here.
+
+    Raises:
+        ValueError: naming the file, the key and the class.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return
+    index = _json(root / "model_index.json")
+    for key, value in index.items():
+        if isinstance(value, list) and len(value) == 2 and value[0] != "diffusers":
+            raise ValueError(f"{key} in {root / 'model_index.json'} is {value!r}: pretrained= "
+                             "loads diffusers' own classes only (a UNet2DModel and its scheduler); "
+                             "nothing was loaded or run")
+    for config in (root / "unet" / "config.json", root / "config.json"):
+        name = _json(config).get("_class_name", "UNet2DModel")
+        if name not in PRETRAINED_UNETS:
+            raise ValueError(f"_class_name in {config} is {name!r}: pretrained= loads a "
+                             f"{' or '.join(PRETRAINED_UNETS)} only; nothing was loaded or run")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    """A JSON object file as a dict ({} when there is no such file)."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path} is not a readable JSON file ({err}); restore it from the "
+                         "model's source") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from score_sde.build import build_model, build_sde
-from score_sde.config import compose
+from score_sde.config import compose, validate_train
 from score_sde.train import train
 
 # (experiment, sde, arch, blocks, the parameter count models.DiffusersUNet reports, in millions)
@@ -36,6 +36,7 @@ def images(tmp_path_factory):
                          ids=[p[0] for p in PRESETS])
 def test_paper_preset_composes_and_builds(experiment, sde, arch, blocks, millions):
     cfg = compose("train", [f"experiment={experiment}"])
+    validate_train(cfg)
     t, net = cfg.train, cfg.model.net
     assert (t.batch_size, t.lr, t.warmup, t.grad_clip, t.hflip) == (128, 2e-4, 5000, 1.0, True)
     assert t.ema_decay == (0.999 if sde == "VESDE" else 0.9999) and not t.cosine_decay

@@ -150,3 +150,28 @@ def test_bad_pretrained_starts(folders, tmp_path, monkeypatch, capsys, argv, mes
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("model_index.json", "pretrained= loads diffusers' own classes only"),
+    ("unet/config.json", "pretrained= loads a UNet2DModel only"),
+])
+def test_a_folder_naming_foreign_classes_is_refused(folders, tmp_path, monkeypatch, capsys, edit,
+                                                    message):
+    """A copy of a pipeline folder whose JSON names a class of another library (code diffusers
+    would import) or another model class is refused before anything is loaded."""
+    import shutil
+
+    folder = tmp_path / "pre"
+    shutil.copytree(folders / "vp", folder)
+    spec = json.loads((folder / edit).read_text())
+    if edit == "model_index.json":
+        spec["unet"] = ["my_package", "UNet2DModel"]
+    else:
+        spec["_class_name"] = "UNet2DConditionModel"
+    (folder / edit).write_text(json.dumps(spec))
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", f"pretrained={folder}", "n=2", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "nothing was loaded or run" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre"]
