@@ -47,7 +47,9 @@ def test_help_imports_no_torch():
         assert f"  {group}" in train_help
     assert "  solver: " in sample_help and "[euler_maruyama]" in sample_help
     for group in ("data:", "sde:", "model:", "experiment:", "logger:"):
-        assert f"  {group}" not in sample_help and f"  {group}" not in likelihood_help
+        assert f"  {group}" not in sample_help
+        # likelihood takes data=<name> (another data set than the run's; a pretrained model's)
+        assert (f"  {group}" in likelihood_help) == (group == "data:")
     assert "step_size: null" in likelihood_help and "max_steps: 10000" in likelihood_help
 
 
@@ -146,8 +148,8 @@ def test_run_folders_are_named_by_what_varies(tmp_path, monkeypatch):
 
 
 BAD_STARTS = [
-    (["sample"], "run is required"),
-    (["likelihood"], "run is required"),
+    (["sample"], "needs a model: add run=<run folder of score-sde train> or pretrained="),
+    (["likelihood"], "needs a model: add run=<run folder of score-sde train> or pretrained="),
     (["sample", "run=typo"], "run must be a run folder"),
     (["train", "data=npz", *[o for o in QUICK if not o.startswith("data.")]],
      "data.path is required"),
