@@ -184,9 +184,10 @@ class CondSettings:
     samples: int = 4  # samples per input: their mean is the restoration, their std the uncertainty
     method: str = "model"  # the run's image-conditional net, or training-free: "dps", "pigdm"
     data_std: float = 0.5  # dps / pigdm: the prior's std per pixel
-    # dps / pigdm: d x0_hat / d x_t by a backward pass through the network ("network", as
-    # published; can diverge near T on a trained model) or the N(0, data_std^2) prior's ("gaussian")
-    jacobian: str = "network"
+    # dps / pigdm: d x0_hat / d x_t from an N(m, data_std^2 I) prior ("gaussian": no backward pass,
+    # stable) or by a backward pass through the network ("network", as published; it diverges near
+    # T on the trained digits models)
+    jacobian: str = "gaussian"
 
 
 @dataclass

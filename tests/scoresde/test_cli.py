@@ -170,6 +170,8 @@ BAD_STARTS = [
     (["likelihood", "RUN", "method=rk4"], "step_size must be > 0 for the fixed-step method rk4"),
     (["likelihood", "RUN", "step_size=0.1"], "step_size must be null for the adaptive method"),
     (["likelihood", "RUN", "+foo=1"], "foo is not a setting of score-sde likelihood"),
+    (["sample", "RUN", "cond.split=test", "cond.method=pigdm", "cond.jacobian=exact"],
+     "cond.jacobian must be 'network' or 'gaussian'"),
     (["likelihood", "RUN", "error_control=rms"], "error_control must be one of ('per_sample', 'batch')"),
     (["likelihood", "RUN", "state_dtype=float16"], "state_dtype must be null (the data's dtype) or one"),
     (["likelihood", "RUN", "+solver.steps=3"], "solver is not a setting of score-sde likelihood"),
