@@ -88,10 +88,7 @@ class ScoreModel(nn.Module):
         """
         return self._convert(x, t, y, cond, "score")
 
-    def score(self, x: Tensor, t: float | Tensor, y: Tensor | None = None, *,
-              cond: Tensor | None = None) -> Tensor:
-        """The score grad log p_t(x | y, cond), (B, *D); the same as calling the model."""
-        return self._convert(x, t, y, cond, "score")
+    score = forward  # the score by name, as x0 and eps below
 
     def x0(self, x: Tensor, t: float | Tensor, y: Tensor | None = None, *,
            cond: Tensor | None = None) -> Tensor:

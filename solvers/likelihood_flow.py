@@ -69,7 +69,9 @@ class AugmentedFlow:
         else:
             score, terms = hutchinson_divergence(score_at, y, self.probes,
                                                  per_coordinate=self.per_coordinate)
-            div_s = (terms.flatten(2).sum(-1) if self.per_coordinate else terms).T
+            if self.per_coordinate:
+                terms = terms.flatten(2)  # (P, B, N)
+            div_s = (terms.sum(-1) if self.per_coordinate else terms).T
         bad = nonfinite_samples(score)  # one host sync per evaluation, as the step control's
         if bad:
             raise SolverError(f"score_fn returned non-finite values at t = {t.item():.6g} in "
@@ -81,7 +83,7 @@ class AugmentedFlow:
         d_delta = f * self.n - 0.5 * g2 * div_s.to(x.dtype)  # div v = f N - g^2 / 2 div s
         if not self.per_coordinate:
             return velocity, d_delta
-        return velocity, d_delta, -0.5 * g2 * terms.flatten(2).to(x.dtype)
+        return velocity, d_delta, -0.5 * g2 * terms.to(x.dtype)
 
     def per_sample_norm(self, scaled_error: tuple[Tensor, ...]) -> Tensor:
         """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance."""
