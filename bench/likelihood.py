@@ -3,6 +3,11 @@ method, on Gaussian mixtures whose exact score and exact log p_T are known.
 
     OMP_NUM_THREADS=1 python bench/likelihood.py --dims 64 --sde vp --repeats 3
     OMP_NUM_THREADS=1 python bench/likelihood.py --dims 3072 --sde vp --repeats 3
+    OMP_NUM_THREADS=1 python bench/likelihood.py --run <digits-vp run folder> --repeats 3
+
+--run measures a trained model instead (a `score-sde train experiment=digits-vp` run): 32 test
+digits, dequantized once, scored under the run's SDE and score model with the N(0, I) prior; its
+truth is the exact divergence in float64 at rtol = atol = 1e-8 (ours: no closed form exists).
 
 Every method gets the same data (float32), the same exact score function, the same exact log p_T
 as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol):
@@ -13,9 +18,14 @@ as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol
                         Hutchinson divergence from two separate score evaluations; its probes
                         (Rademacher) drawn once and fixed (k = 1 is score_sde_pytorch; k > 1
                         averages k vector-Jacobian products, the same code otherwise)
-    ours hutch P=k <c>  solvers.log_likelihood(divergence="hutchinson", probes=k,
-                        error_control=c, error_bars=False): "batch" is the flat RMS norm above,
-                        "per_sample" ours; "+ error bars" also integrates the probes'
+    ours hutch P=k redrawn <c>
+                        solvers.log_likelihood(divergence="hutchinson", probes=k,
+                        error_control=c): the default, probes redrawn at every evaluation and
+                        the step control on x alone; `stderr` / `interval` come free (k > 1).
+                        "batch" is the flat RMS norm above, "per_sample" ours
+    ours hutch P=k fixed <c>
+                        the same with redraw_probes=False, error_bars=False: probes held through
+                        the solve as score_sde's; "+ error bars" also integrates the probes'
                         per-coordinate terms for `stderr` / `interval` (score_sde has none)
     ours exact <dtype>  solvers.log_likelihood(divergence="exact", state_dtype=dtype)
 "err" is |nll - (-log p_{t_eps}(x))| per point against the float64 closed form: solver plus
@@ -57,6 +67,23 @@ def make_problem(dim: int, sde: SDE):
     x = GaussianMixture(means, stds).sample(BATCH[dim], generator=g)
     exact = -GaussianMixture(means, stds).log_prob(x, T_EPS, sde)
     return GaussianMixture(means.float(), stds.float()), x.float(), exact
+
+
+def trained_problem(run_dir: str):
+    """(sde, score_fn, prior_logp, x (32, 1, 8, 8) float32, reference -log p_{t_eps}(x) float64)
+    for a trained digits run; the reference is ours, exact and tight (module doc)."""
+    from score_sde.build import load_run
+    from score_sde.data import digits
+    from score_sde.solvers.likelihood import dequantize
+
+    run = load_run(run_dir)
+    model = run.model.eval().requires_grad_(False)
+    x = dequantize(digits().test[:BATCH[64]], generator=torch.Generator().manual_seed(0))[0]
+    ref = log_likelihood(run.sde, model, x, rtol=1e-8, atol=1e-8, t_eps=T_EPS,
+                         state_dtype="float64", max_steps=100_000)
+    print(f"reference: exact divergence, float64 state, rtol = atol = 1e-8, {ref.nfe} NFE; "
+          f"mean NLL {ref.nll.mean().item():.4f} nats", flush=True)
+    return run.sde, model, run.sde.prior_logp, x, ref.nll.double()
 
 
 def score_sde_rk45(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, probes: int
@@ -103,12 +130,14 @@ def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Ca
     for p in probe_counts:
         out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
         for control in ("batch", "per_sample"):
-            out[f"ours hutch P={p} {control}"] = ("ours", ours, {
+            out[f"ours hutch P={p} redrawn {control}"] = ("ours", ours, {
+                "divergence": "hutchinson", "probes": p, "error_control": control})
+            out[f"ours hutch P={p} fixed {control}"] = ("ours", ours, {
                 "divergence": "hutchinson", "probes": p, "error_control": control,
-                "error_bars": False})
+                "redraw_probes": False, "error_bars": False})
         if p > 1:
-            out[f"ours hutch P={p} per_sample + error bars"] = ("ours", ours, {
-                "divergence": "hutchinson", "probes": p})
+            out[f"ours hutch P={p} fixed per_sample + error bars"] = ("ours", ours, {
+                "divergence": "hutchinson", "probes": p, "redraw_probes": False})
     if dim <= 64:
         for dtype in ("float32", "float64"):
             out[f"ours exact {dtype}"] = ("ours", ours, {"divergence": "exact",
@@ -116,63 +145,76 @@ def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Ca
     return out
 
 
+def problems(args):
+    """(title, D, (sde, score_fn, prior_logp, x, exact)) for each problem asked for."""
+    if args.run:
+        yield f"trained digits-vp run {args.run}, D = 64", 64, trained_problem(args.run)
+        return
+    for name in args.sde:
+        sde = VPSDE() if name == "vp" else VESDE(sigma_min=0.01, sigma_max=50.0)
+        for dim in args.dims:
+            gm, x, exact = make_problem(dim, sde)
+            yield f"{name.upper()}, D = {dim}", dim, (
+                sde, lambda y, t, gm=gm, sde=sde: gm.score(y, t, sde),
+                lambda z, gm=gm, sde=sde: gm.log_prob(z, sde.T, sde), x, exact)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[64], choices=SHAPES)
     parser.add_argument("--sde", nargs="+", default=["vp"], choices=["vp", "ve"])
     parser.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--hutch-tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-5])
+    parser.add_argument("--hutch-tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-5])
     parser.add_argument("--exact-tols", type=float, nargs="+", default=[1e-3, 1e-5, 1e-7])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--run", help="a trained digits run folder (module doc) instead of mixtures")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="run only the configurations whose name contains one of these")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, float32 data and score, t_eps = {T_EPS}, "
           f"CPU seconds: median of {args.repeats} interleaved rounds")
-    for name in args.sde:
-        sde = VPSDE() if name == "vp" else VESDE(sigma_min=0.01, sigma_max=50.0)
-        for dim in args.dims:
-            gm, x, exact = make_problem(dim, sde)
-            score_fn = lambda y, t, gm=gm, sde=sde: gm.score(y, t, sde)  # noqa: E731
-            prior_logp = lambda z, gm=gm, sde=sde: gm.log_prob(z, sde.T, sde)  # noqa: E731
-            runs: dict[tuple[str, float], tuple[str, Run]] = {}
-            for label, (side, method, kwargs) in configurations(dim, args.probes).items():
-                tols = args.exact_tols if "exact" in label else args.hutch_tols
-                for tol in tols:
-                    runs[label, tol] = (side, functools.partial(
-                        method, sde, score_fn, x, prior_logp, tol, **kwargs))
-            times: dict[tuple[str, float], list[float]] = {key: [] for key in runs}
-            results = {}
-            for rnd in range(args.repeats + 1):  # round 0 warms up
-                for key, (_, run) in runs.items():
-                    start = time.process_time()
-                    nll, nfe = run()
-                    if rnd:
-                        times[key].append(time.process_time() - start)
-                    results[key] = ((nll.double() - exact).abs(), nfe)
-            print(f"\n### {name.upper()}, D = {dim}, B = {x.shape[0]}\n")
-            print("| method | rtol = atol | mean err (nats) | max err | score evals | CPU s |")
-            print("|---|---|---|---|---|---|")
-            rows = []
-            for key, (side, _) in runs.items():
-                err, nfe = results[key]
-                sec = statistics.median(times[key])
-                rows.append((side, key[0], key[1], err.mean().item(), sec))
-                print(f"| {key[0]} | {key[1]:.0e} | {err.mean().item():.2e} | "
-                      f"{err.max().item():.2e} | {nfe} | {sec:.3f} |")
-            print(f"\n### front, {name.upper()}, D = {dim}: cheapest configuration with mean err "
-                  "<= level\n")
-            print("| level (nats) | score_sde | ours | CPU ours / score_sde |")
-            print("|---|---|---|---|")
-            for level in LEVELS:
-                best = {}
-                for side in ("score_sde", "ours"):
-                    ok = [r for r in rows if r[0] == side and r[3] <= level]
-                    best[side] = min(ok, key=lambda r: r[4]) if ok else None
-                cells = [f"{r[1]} {r[2]:.0e}: {r[4]:.3f} s" if r else "not reached"
-                         for r in (best["score_sde"], best["ours"])]
-                ratio = (f"{best['ours'][4] / best['score_sde'][4]:.2f}"
-                         if best["ours"] and best["score_sde"] else "-")
-                print(f"| {level:g} | {cells[0]} | {cells[1]} | {ratio} |", flush=True)
+    for title, dim, (sde, score_fn, prior_logp, x, exact) in problems(args):
+        runs: dict[tuple[str, float], tuple[str, Run]] = {}
+        for label, (side, method, kwargs) in configurations(dim, args.probes).items():
+            if args.only and not any(part in label for part in args.only):
+                continue
+            tols = args.exact_tols if "exact" in label else args.hutch_tols
+            for tol in tols:
+                runs[label, tol] = (side, functools.partial(
+                    method, sde, score_fn, x, prior_logp, tol, **kwargs))
+        times: dict[tuple[str, float], list[float]] = {key: [] for key in runs}
+        results = {}
+        for rnd in range(args.repeats + 1):  # round 0 warms up
+            for key, (_, run) in runs.items():
+                start = time.process_time()
+                nll, nfe = run()
+                if rnd:
+                    times[key].append(time.process_time() - start)
+                results[key] = ((nll.double() - exact).abs(), nfe)
+        print(f"\n### {title}, B = {x.shape[0]}\n")
+        print("| method | rtol = atol | mean err (nats) | max err | score evals | CPU s |")
+        print("|---|---|---|---|---|---|")
+        rows = []
+        for key, (side, _) in runs.items():
+            err, nfe = results[key]
+            sec = statistics.median(times[key])
+            rows.append((side, key[0], key[1], err.mean().item(), sec))
+            print(f"| {key[0]} | {key[1]:.0e} | {err.mean().item():.2e} | "
+                  f"{err.max().item():.2e} | {nfe} | {sec:.3f} |")
+        print(f"\n### front, {title}: cheapest configuration with mean err <= level\n")
+        print("| level (nats) | score_sde | ours | CPU ours / score_sde |")
+        print("|---|---|---|---|")
+        for level in LEVELS:
+            best = {}
+            for side in ("score_sde", "ours"):
+                ok = [r for r in rows if r[0] == side and r[3] <= level]
+                best[side] = min(ok, key=lambda r: r[4]) if ok else None
+            cells = [f"{r[1]} {r[2]:.0e}: {r[4]:.3f} s" if r else "not reached"
+                     for r in (best["score_sde"], best["ours"])]
+            ratio = (f"{best['ours'][4] / best['score_sde'][4]:.2f}"
+                     if best["ours"] and best["score_sde"] else "-")
+            print(f"| {level:g} | {cells[0]} | {cells[1]} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,39 @@ def critical_value(m: Tensor | float, level: float = 0.95) -> Tensor:
         low = pivot_coverage(mid, m) < level
         lo, hi = torch.where(low, mid, lo), torch.where(low, hi, mid)
     return hi
+
+
+def student_t_coverage(c: Tensor, dof: int) -> Tensor:
+    """P(|T| <= c) for Student's t with an integer `dof` >= 1, elementwise in c (Abramowitz and
+    Stegun 26.7.3-4: with theta = atan(c / sqrt(dof)), a finite series in cos^2 theta)."""
+    theta = torch.atan(c / dof**0.5)
+    cos2 = torch.cos(theta) ** 2
+    odd = dof % 2 == 1
+    k = torch.arange(1, max(1, (dof - 1) // 2 if odd else dof // 2), dtype=torch.float64)
+    ratios = 2 * k / (2 * k + 1) if odd else (2 * k - 1) / (2 * k)
+    series = 1 + (torch.cumprod(ratios, 0) * cos2[..., None] ** k).sum(-1)
+    if odd:
+        extra = torch.sin(theta) * torch.cos(theta) * series if dof > 1 else 0.0
+        return 2 / torch.pi * (theta + extra)
+    return torch.sin(theta) * series
+
+
+def student_t_critical(dof: float, level: float = 0.95) -> float:
+    """The c with P(|T| <= c) = level for Student's t with floor(dof) degrees of freedom (>= 1;
+    flooring widens the interval), capped at 10^4 (within 1e-4 of the normal's value).
+
+    Raises:
+        ValueError: dof < 1 or level outside (0, 1).
+    """
+    level = _check_level(level)
+    check_number("dof", dof)
+    if not dof >= 1:
+        raise ValueError(f"dof (degrees of freedom) must be >= 1, got {dof!r}")
+    n = int(min(dof, 1e4))
+    lo, hi = torch.zeros((), dtype=torch.float64), torch.full((), 2.0, dtype=torch.float64)
+    while student_t_coverage(hi, n) < level:
+        hi = 2 * hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if student_t_coverage(mid, n) < level else (lo, mid)
+    return hi.item()

@@ -13,12 +13,15 @@ the model's time-t_eps marginal, the density the ODE defines; with the exact sco
 p_T as pi it is -log p_{t_eps}(x). The augmented field and the two error controls (per sample, or
 score_sde_pytorch's batch as one vector) are in `solvers.likelihood_flow`.
 
-Error bars (P >= 2 Hutchinson probes): a probe's estimate is sum_i c_i with c_i = v_i (A^T v)_i, A
-the time-integrated Jacobian term; c_i has mean A_ii and variance sum_{j != i} A_ji^2, so
-2 sum_i var_probes(c_i) estimates the variance of an estimate, 2 |offdiag A|_F^2 (exact for a
-symmetric A, the Hessian of a log-density; larger otherwise), from N (P - 1) terms rather than
-the P - 1 of the estimates' own spread, which a dominant direction of A leaves near zero. The
-intervals use the critical values of `solvers.confidence`.
+Error bars (P >= 2 Hutchinson probes). Redrawn at every evaluation (the default, see
+`solvers.likelihood_flow`), each probe column is a sum of many independent node errors, close to
+normal, so the P estimates' spread gives the standard error and Student's t with P - 1 degrees of
+freedom the interval. Held fixed through the solve, a probe's estimate is sum_i c_i with
+c_i = v_i (A^T v)_i, A the time-integrated Jacobian term; c_i has mean A_ii and variance
+sum_{j != i} A_ji^2, so 2 sum_i var_probes(c_i) estimates the variance of an estimate,
+2 |offdiag A|_F^2 (exact for a symmetric A, the Hessian of a log-density; larger otherwise), from
+N (P - 1) terms rather than the P - 1 of the estimates' own spread, which a dominant direction of A
+leaves near zero. The fixed probes' intervals use the critical values of `solvers.confidence`.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from score_sde.sde_lib import (
     nonfinite_samples,
 )
 from score_sde.solvers.clock import LogSNRClock
-from score_sde.solvers.confidence import critical_value
+from score_sde.solvers.confidence import critical_value, student_t_critical
 from score_sde.solvers.divergence import draw_probes
 from score_sde.solvers.likelihood_flow import ERROR_CONTROLS, AugmentedFlow
 from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS, check_ode_settings, ode_failure
@@ -64,6 +67,7 @@ class LikelihoodResult:
         stderr: (B,) standard error of `nll` over the Hutchinson probes (probes > 1, from the
             probes' per-coordinate terms, module doc), else None.
         probes: Hutchinson probes per point (0 for the exact divergence).
+        redrawn: the probes were redrawn at every evaluation (stderr from their spread).
     """
 
     nll: Tensor
@@ -71,53 +75,58 @@ class LikelihoodResult:
     nfe: int
     stderr: Tensor | None = None
     probes: int = 0
+    redrawn: bool = False
 
     def interval(self, level: float = 0.95) -> tuple[Tensor, Tensor]:
         """(lo, hi), each (B,): per point, an interval that holds the NLL the solve would give
         with the exact divergence with probability `level` over the probes.
 
-        nll -+ c stderr with c = `solvers.confidence.critical_value(probes, level)`: exact when one
-        direction dominates the estimator's variance, conservative when several share it. On
-        Gaussian mixtures 95% intervals cover 94-97% of points from 8-D to 32-D at 2, 4 and 16
-        probes, but 80% / 90% in 4-D at 2 / 4 probes, where two Rademacher probes can agree (use
-        the exact divergence there), bench/README.md. The solver's own error (set by rtol, atol)
-        is not included; with the exact divergence the interval is (nll, nll).
+        nll -+ c stderr: with redrawn probes c is Student's t critical value with probes - 1
+        degrees of freedom; with fixed probes c = `solvers.confidence.critical_value(probes,
+        level)`, exact when one direction dominates the estimator's variance (coverage on Gaussian
+        mixtures: bench/README.md). The solver's own error (set by rtol, atol) is not included;
+        with the exact divergence the interval is (nll, nll).
 
         Raises:
             ValueError: one Hutchinson probe (no spread to measure) or error_bars=False, or level
                 outside (0, 1).
         """
-        return self._interval(self.nll, self.stderr, self.probes, level)
+        return self._interval(self.nll, self.stderr, self._dof, level)
 
     def mean_interval(self, level: float = 0.95) -> tuple[float, float]:
         """(lo, hi) around nll.mean(), the data set's mean NLL, with probability `level` over the
         probes: the points' errors are independent, so the standard error is
-        sqrt(sum stderr^2) / B and the critical value that of `interval` with P times the
-        effective number of points (sum stderr^2)^2 / sum stderr^4 as degrees of freedom.
+        sqrt(sum stderr^2) / B and the critical value that of `interval` with its degrees of
+        freedom (P - 1 redrawn, P fixed) times the effective number of points
+        (sum stderr^2)^2 / sum stderr^4.
 
         Raises:
             ValueError: as `interval`.
         """
         mean = self.nll.mean().reshape(1)
         if self.stderr is None:
-            lo, hi = self._interval(mean, None, self.probes, level)
+            lo, hi = self._interval(mean, None, 0, level)
             return lo.item(), hi.item()
         var = self.stderr.double().pow(2)
         points = (var.sum() ** 2 / var.pow(2).sum()).item() if var.sum() > 0 else 1.0
         se = (var.sum().sqrt() / len(var)).reshape(1).to(mean)
-        lo, hi = self._interval(mean, se, self.probes * points, level)
+        lo, hi = self._interval(mean, se, self._dof * points, level)
         return lo.item(), hi.item()
 
-    @staticmethod
-    def _interval(center: Tensor, se: Tensor | None, dof: float, level: float
+    @property
+    def _dof(self) -> int:
+        return self.probes - 1 if self.redrawn else self.probes
+
+    def _interval(self, center: Tensor, se: Tensor | None, dof: float, level: float
                   ) -> tuple[Tensor, Tensor]:
-        if dof == 0:  # the exact divergence: no estimator noise
+        if self.probes == 0:  # the exact divergence: no estimator noise
             critical_value(1.0, level)  # checks level
             return center.clone(), center.clone()
         if se is None:
             raise ValueError("interval needs probes >= 2 and error_bars=True (one Hutchinson "
                              "probe has no spread to measure); solve with probes=2 or more")
-        half = critical_value(dof, level) * se
+        c = student_t_critical(dof, level) if self.redrawn else critical_value(dof, level)
+        half = c * se
         return center - half, center + half
 
 
@@ -180,7 +189,8 @@ def _state_dtype(state_dtype: torch.dtype | str | None, x: Tensor) -> torch.dtyp
 
 # -- the likelihood -----------------------------------------------------------------------------
 def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = "exact",
-                   probes: int = 1, error_bars: bool = True, noise: str = "rademacher",
+                   probes: int = 1, redraw_probes: bool = True, error_bars: bool = True,
+                   noise: str = "rademacher",
                    method: str = "dopri5",
                    rtol: float = 1e-5, atol: float = 1e-5, t_eps: float = 1e-5,
                    error_control: str = "per_sample",
@@ -196,11 +206,16 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         x: (B, *D) float32 or float64 data, treated as a sample at time t_eps.
         divergence: "exact" (N vmapped vector-Jacobian products per evaluation) or "hutchinson"
             (one per probe; unbiased, for large N).
-        probes: Hutchinson probes per sample, drawn once per solve and held fixed through it; with
-            probes > 1 their estimates are averaged, and `stderr` and `interval` report the error.
-        error_bars: with probes > 1, integrate the probes' per-coordinate terms for `stderr`
-            (P * B * N more state: 1.2-1.3x the CPU time at 16 probes in 64-D, 1.5-2.5x in 3072-D,
-            bench/README.md); False keeps only the averaged estimate (stderr None).
+        probes: Hutchinson probes per sample; with probes > 1 their estimates are averaged, and
+            `stderr` and `interval` report the error.
+        redraw_probes: draw the probes afresh at every evaluation (unbiased; the nodes' errors
+            average out instead of one probe's error lasting the whole solve, and the step control
+            follows x alone: `solvers.likelihood_flow`); False holds them fixed through the solve
+            (score_sde_pytorch's and FFJORD's estimator).
+        error_bars: with probes > 1, report `stderr`: free with redrawn probes (their spread);
+            with fixed probes it integrates their per-coordinate terms (P * B * N more state:
+            1.2-1.3x the CPU time at 16 probes in 64-D, 1.5-2.5x in 3072-D, bench/README.md).
+            False keeps only the averaged estimate (stderr None).
         noise: Hutchinson probe distribution, "rademacher" or "gaussian".
         method: a torchdiffeq method (`solvers.ode.ADAPTIVE_METHODS` or `FIXED_METHODS`):
             adaptive ("dopri5", ...) or fixed-step (needs step_size).
@@ -249,9 +264,11 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         b = x.shape[0]
         probe = (draw_probes(x, probes, noise, generator=generator)
                  if divergence == "hutchinson" else None)
-        per_coordinate = probe is not None and probes > 1 and error_bars
+        redraw = probe is not None and redraw_probes
+        per_coordinate = probe is not None and probes > 1 and error_bars and not redraw
         flow = AugmentedFlow(sde, score_fn, x, t_eps, probe, chunk_size,
-                             per_coordinate=per_coordinate, error_control=error_control)
+                             per_coordinate=per_coordinate, error_control=error_control,
+                             redraw=redraw, noise=noise, generator=generator)
         ts = torch.tensor([t_eps, sde.T], dtype=dtype, device=x.device)
         func = flow
         if method in ADAPTIVE_METHODS:
@@ -281,8 +298,10 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         stderr = None
         if per_coordinate:  # module doc: 2 sum_i var_probes(c_i) / P
             stderr = (2 * solution[2][-1].var(0).sum(-1) / probes).sqrt()
+        elif redraw and probes > 1 and error_bars:
+            stderr = nlls.std(1) / math.sqrt(probes)
         return LikelihoodResult(nll=nlls.mean(1), z=z, nfe=flow.nfe, stderr=stderr,
-                                probes=0 if probe is None else probes)
+                                probes=0 if probe is None else probes, redrawn=redraw)
 
 
 # -- bits per dim -------------------------------------------------------------------------------

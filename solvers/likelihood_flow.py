@@ -2,18 +2,25 @@
 
 State (x, Delta[, C]): x (B, *D) the point on its path; Delta (B, P) the divergence integral, one
 column per Hutchinson probe (one for the exact divergence); C (P, B, N) the same integral split
-into the N coordinates' terms v_i (J^T v)_i (kept with P >= 2 probes: their spread over the
-probes gives the variance of the estimate, `solvers.likelihood`). The state may be kept in float64
-while the score runs in the data's dtype (`state_dtype`).
+into the N coordinates' terms v_i (J^T v)_i (kept with P >= 2 probes held fixed: their spread over
+the probes gives the variance of the estimate, `solvers.likelihood`). The state may be kept in
+float64 while the score runs in the data's dtype (`state_dtype`).
+
+Redrawn probes (`redraw`): every evaluation draws its own probes, so a column of Delta is the
+solver's quadrature of the divergence with an independent Hutchinson estimate at each node:
+unbiased, since x's path and the steps do not depend on the probes, and with the variance of the
+nodes' errors summed (weights squared) instead of one probe's error carried through the whole
+solve. Delta is then left out of the step control, which would otherwise chase the noise.
 
 Error control (`ERROR_CONTROLS`): torchdiffeq hands the norm the error of each state tensor,
 already divided elementwise by atol + rtol |y|.
     per_sample   max over samples of max(RMS of the x error, RMS of the Delta error): a sample's
                  accuracy does not depend on its batch, and log p is not drowned by the N
-                 components of x
+                 components of x (of x alone with redrawn probes)
     batch        RMS over every component of x and Delta of the whole batch as one flat vector:
                  scipy's solve_ivp norm on score_sde_pytorch's state (the batch's x, then one
-                 log-density per sample), so a tolerance means what it means there
+                 log-density per sample), so a tolerance means what it means there (x
+                 alone with redrawn probes)
 C is never part of the norm: it follows the steps that x and Delta choose.
 """
 
@@ -23,7 +30,7 @@ import torch
 from torch import Tensor
 
 from score_sde.sde_lib import SDE, ScoreFn, describe_samples, nonfinite_samples
-from score_sde.solvers.divergence import exact_divergence, hutchinson_divergence
+from score_sde.solvers.divergence import draw_probes, exact_divergence, hutchinson_divergence
 from score_sde.solvers.errors import SolverError
 
 ERROR_CONTROLS = ("per_sample", "batch")
@@ -39,15 +46,21 @@ class AugmentedFlow:
         t_eps: the lower end of the solve (the time is clamped to [t_eps, T]).
         probes: (P, B, *D) Hutchinson probes, or None for the exact divergence.
         chunk_size: basis vectors per pass of the exact divergence.
-        per_coordinate: also integrate C (probes only).
+        per_coordinate: also integrate C (fixed probes only).
         error_control: one of ERROR_CONTROLS.
+        redraw: draw fresh probes like `probes` (its noise) at every evaluation (module doc).
+        noise, generator: the probes' distribution and source when redrawn.
     """
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, x: Tensor, t_eps: float,
                  probes: Tensor | None, chunk_size: int | None, *, per_coordinate: bool,
-                 error_control: str):
+                 error_control: str, redraw: bool = False, noise: str = "rademacher",
+                 generator: torch.Generator | None = None):
+        if redraw and (probes is None or per_coordinate):
+            raise ValueError("redraw needs Hutchinson probes and no per-coordinate terms")
         self.sde, self.score_fn, self.probes, self.chunk_size = sde, score_fn, probes, chunk_size
-        self.per_coordinate = per_coordinate
+        self.per_coordinate, self.redraw, self.noise, self.generator = (
+            per_coordinate, redraw, noise, generator)
         self.t_lo, self.score_dtype, self.n = t_eps, x.dtype, x[0].numel()
         self.norm = self.per_sample_norm if error_control == "per_sample" else self.batch_norm
         self.nfe, self.t_last = 0, t_eps
@@ -67,6 +80,9 @@ class AugmentedFlow:
             score, div_s = exact_divergence(score_at, y, chunk_size=self.chunk_size)
             div_s = div_s[:, None]
         else:
+            if self.redraw:
+                self.probes = draw_probes(y, len(self.probes), self.noise,
+                                          generator=self.generator)
             score, terms = hutchinson_divergence(score_at, y, self.probes,
                                                  per_coordinate=self.per_coordinate)
             if self.per_coordinate:
@@ -86,15 +102,21 @@ class AugmentedFlow:
         return velocity, d_delta, -0.5 * g2 * terms.to(x.dtype)
 
     def per_sample_norm(self, scaled_error: tuple[Tensor, ...]) -> Tensor:
-        """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance."""
+        """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance
+        (the x error alone with redrawn probes)."""
         ex, ed = scaled_error[0], scaled_error[1]
-        per_sample = torch.maximum(ex.flatten(1).pow(2).mean(1).sqrt(), ed.pow(2).mean(1).sqrt())
+        per_sample = ex.flatten(1).pow(2).mean(1).sqrt()
+        if not self.redraw:
+            per_sample = torch.maximum(per_sample, ed.pow(2).mean(1).sqrt())
         ratio, self.worst = per_sample.max(0)  # a tensor: read only after a failure
         return ratio
 
     def batch_norm(self, scaled_error: tuple[Tensor, ...]) -> Tensor:
-        """RMS over all components of x and Delta, the batch as one flat vector (scipy's norm)."""
+        """RMS over all components of x and Delta, the batch as one flat vector (scipy's norm; x
+        alone with redrawn probes)."""
         ex, ed = scaled_error[0], scaled_error[1]
-        per_sample = ex.flatten(1).pow(2).sum(1) + ed.pow(2).sum(1)
+        per_sample = ex.flatten(1).pow(2).sum(1)
+        if not self.redraw:
+            per_sample = per_sample + ed.pow(2).sum(1)
         self.worst = per_sample.argmax()
-        return (per_sample.sum() / (ex.numel() + ed.numel())).sqrt()
+        return (per_sample.sum() / (ex.numel() + (0 if self.redraw else ed.numel()))).sqrt()

@@ -111,6 +111,13 @@ def test_train_sample_likelihood(tmp_path, capsys):
         assert main(["likelihood", f"run={run}", "data.n=4", "rtol=1e-5", "atol=1e-5", *extra]) == 0
         nll[len(extra)] = read_metrics(run, "likelihood")[-1]["nll"]
     assert abs(nll[0] - nll[2]) < 1e-2
+    # Hutchinson probes held fixed through the solve instead of redrawn: the key reaches the solver
+    nll = {}
+    for redraw in ("true", "false"):
+        assert main(["likelihood", f"run={run}", "data.n=4", "divergence=hutchinson",
+                     f"redraw_probes={redraw}"]) == 0
+        nll[redraw] = read_metrics(run, "likelihood")[-1]["nll"]
+    assert nll["true"] != nll["false"]  # the same seed, other probes after the first evaluation
 
 
 def test_readme_sweep_runs_and_prints_its_table(tmp_path, monkeypatch, capsys):
