@@ -13,6 +13,9 @@ units of the true standard error, so the pivot
 
 has a closed-form law. `critical_value(m, level)` is the c with P(|Z| <= c) = level: 4.19, 2.76,
 2.11 at m = 2, 4, 16 for level 0.95, tending to the normal 1.96 as m grows.
+
+Probes redrawn at every evaluation make each probe's estimate a sum of many independent terms, close
+to normal: P of them give Student's t with P - 1 degrees of freedom, `student_t_critical`.
 """
 
 from __future__ import annotations
