@@ -5,9 +5,11 @@ method, on Gaussian mixtures whose exact score and exact log p_T are known.
     OMP_NUM_THREADS=1 python bench/likelihood.py --dims 3072 --sde vp --repeats 3
     OMP_NUM_THREADS=1 python bench/likelihood.py --run <digits-vp run folder> --repeats 3
 
---run measures a trained model instead (a `score-sde train experiment=digits-vp` run): 32 test
+--run measures a trained model instead (a `score-sde train experiment=digits-vp` run): 16 test
 digits, dequantized once, scored under the run's SDE and score model with the N(0, I) prior; its
-truth is the exact divergence in float64 at rtol = atol = 1e-8 (ours: no closed form exists).
+truth is the exact divergence in float64 at rtol = atol = 1e-6 (ours: no closed form exists; on
+the 64-D mixture the same solve misses the closed form by 1.4e-4 nats per point at 1e-5 and by
+6.5e-6 at 1e-7, bench/README.md).
 
 Every method gets the same data (float32), the same exact score function, the same exact log p_T
 as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol):
@@ -70,7 +72,7 @@ def make_problem(dim: int, sde: SDE):
 
 
 def trained_problem(run_dir: str):
-    """(sde, score_fn, prior_logp, x (32, 1, 8, 8) float32, reference -log p_{t_eps}(x) float64)
+    """(sde, score_fn, prior_logp, x (16, 1, 8, 8) float32, reference -log p_{t_eps}(x) float64)
     for a trained digits run; the reference is ours, exact and tight (module doc)."""
     from score_sde.build import load_run
     from score_sde.data import digits
@@ -78,10 +80,10 @@ def trained_problem(run_dir: str):
 
     run = load_run(run_dir)
     model = run.model.eval().requires_grad_(False)
-    x = dequantize(digits().test[:BATCH[64]], generator=torch.Generator().manual_seed(0))[0]
-    ref = log_likelihood(run.sde, model, x, rtol=1e-8, atol=1e-8, t_eps=T_EPS,
-                         state_dtype="float64", max_steps=100_000)
-    print(f"reference: exact divergence, float64 state, rtol = atol = 1e-8, {ref.nfe} NFE; "
+    x = dequantize(digits().test[:16], generator=torch.Generator().manual_seed(0))[0]
+    ref = log_likelihood(run.sde, model, x, rtol=1e-6, atol=1e-6, t_eps=T_EPS,
+                         state_dtype="float64")
+    print(f"reference: exact divergence, float64 state, rtol = atol = 1e-6, {ref.nfe} NFE; "
           f"mean NLL {ref.nll.mean().item():.4f} nats", flush=True)
     return run.sde, model, run.sde.prior_logp, x, ref.nll.double()
 
