@@ -6,7 +6,7 @@ len(ts) - 1 steps over it. Grids are plain functions of the SDE (never stored on
     uniform          uniform in t (Song et al.)
     quadratic        t_eps + (T - t_eps) (i / steps)^2, dense near the data (DDIM's "quadratic")
     log_snr_uniform  uniform in log(alpha^2 / sigma^2), through sde.t_from_log_snr
-    log_snr_window   uniform in log-SNR inside a window, one step into it and one out (few steps)
+    log_snr_window   uniform in log-SNR inside a window, longer steps into it and out (few steps)
     from_log_snr     the times of given log-SNRs, with exact ends (for grids built in log-SNR)
     karras           EDM's rho-schedule in sigma / alpha (Karras et al. 2022)
     ddpm_subsequence a sub-sequence of the N discrete DDPM steps, step k at time k T / N, then 0
@@ -75,32 +75,52 @@ def from_log_snr(sde: SDE, log_snr: Tensor, t_eps: float) -> Tensor:
 
 
 def log_snr_window(sde: SDE, steps: int, *, t_eps: float = 1e-3, lo: float = -3.0,
-                   hi: float | None = None) -> Tensor:
-    """Uniform in lambda = log(alpha / sigma) (half the log-SNR) on [lo, hi], with one step from T
-    into the window and one from it to t_eps: for few steps (5-20), where a plain log-SNR grid spends
-    most of them in the tails. The tails are where x0_hat barely moves for data of unit scale
-    (alpha / sigma < e^-3: x0_hat is about the data mean; alpha / sigma > e^hi: about x / alpha), so one
-    long exponential-integrator step each is accurate. hi defaults to 1 + log2(steps / 5) (1, 2, 3 at
-    5, 10, 20 steps): the window widens with the budget (on VP with t_eps = 1e-3 it reaches t_eps at
-    about 45 steps). For data far from unit scale, shift lo and hi by -log(scale).
+                   hi: float | None = None, stretch: float = 3.0) -> Tensor:
+    """Uniform in lambda = log(alpha / sigma) (half the log-SNR) on the window [lo, hi], with longer
+    steps in the head [lambda(T), lo] and the tail [hi, lambda(t_eps)]: for few steps (5-20), where
+    a plain log-SNR grid spends most of them in the tails. The tails are where x0_hat barely moves
+    for data of unit scale (alpha / sigma < e^-3: x0_hat is about the data mean; alpha / sigma > e^hi:
+    about x / alpha), so long exponential-integrator steps are accurate there. hi defaults to
+    1 + log2(steps / 5) (1, 2, 3 at 5, 10, 20 steps): the window widens with the budget (on VP with
+    t_eps = 1e-3 it reaches t_eps at about 45 steps). For data far from unit scale, shift lo and hi
+    by -log(scale).
+
+    The head and the tail are uniform too, with steps about `stretch` times the window's: a segment
+    of length L outside the window gets max(1, round(steps * (L / stretch) / M)) steps, M = the
+    window's length + the head's and the tail's lengths / stretch; the window gets the rest. At few
+    steps that is one step into the window and one out of it; with more, the head is refined in
+    proportion to the budget (on VP, t_eps = 1e-3: 1, 1, 2, 4 head steps at 5, 10, 20, 50), so the
+    high-noise stretch where samples pick their mode is never crossed in one long step.
+    `stretch=math.inf` keeps one step in each at every budget.
 
     Returns:
         (steps + 1,) float64 times from T to t_eps; the window is clipped to [lambda(T), lambda(t_eps)].
+        With too few steps for a window (steps < 3 with a head and a tail) it is `log_snr_uniform`,
+        as it is when the window lies outside [lambda(T), lambda(t_eps)].
+
+    Raises:
+        ValueError: lo >= hi, stretch < 1 (or not a number), or bad steps / t_eps.
     """
     check_steps(steps)
     check_t_eps(sde, t_eps)
     hi = 1.0 + math.log2(steps / 5) if hi is None else hi
     if not lo < hi:
         raise ValueError(f"the window must have lo < hi, got lo={lo!r}, hi={hi!r}")
+    if isinstance(stretch, bool) or not (isinstance(stretch, (int, float)) and stretch >= 1):
+        raise ValueError(f"stretch must be a number >= 1 (outer steps / window steps), got {stretch!r}")
     ends = [0.5 * v for v in log_snr_ends(sde, t_eps)]
     a, b = max(lo, ends[0]), min(hi, ends[1])
-    head, tail = a > ends[0], b < ends[1]
-    inner = steps + 1 - head - tail  # grid points inside the window, its ends included
-    if a >= b or inner < 2:
+    outer = [a - ends[0], ends[1] - b]  # the head's and the tail's lengths (0: none)
+    if a >= b or steps < 1 + sum(w > 0 for w in outer):
         return log_snr_uniform(sde, steps, t_eps=t_eps)
-    lam = torch.cat([torch.tensor(ends[:1] * head, dtype=torch.float64),
-                     torch.linspace(a, b, inner, dtype=torch.float64),
-                     torch.tensor(ends[1:] * tail, dtype=torch.float64)])
+    share = steps / (b - a + sum(outer) / stretch)
+    n_head, n_tail = (max(1, math.floor(share * w / stretch + 0.5)) if w > 0 else 0 for w in outer)
+    n_head = min(n_head, steps - 1 - (n_tail > 0))  # leave the window a step, and the tail one
+    n_tail = min(n_tail, steps - 1 - n_head)
+    n_window = steps - n_head - n_tail
+    lam = torch.cat([torch.linspace(ends[0], a, n_head + 1, dtype=torch.float64)[:-1],
+                     torch.linspace(a, b, n_window + 1, dtype=torch.float64),
+                     torch.linspace(b, ends[1], n_tail + 1, dtype=torch.float64)[1:]])
     return from_log_snr(sde, 2 * lam, t_eps)
 
 
