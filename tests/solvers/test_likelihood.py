@@ -228,3 +228,24 @@ def test_non_finite_score_names_the_samples():
     with pytest.raises(SolverError, match=r"non-finite.*samples \[6\]") as err:
         log_likelihood(sde, broken, x)
     assert err.value.samples == [6]
+
+
+@pytest.mark.parametrize("probes", [2, 16])
+def test_probes_loop_and_vmap_give_the_same_terms(probes):
+    """Several probes go through a loop of backward passes or one vmapped pass (by size): both
+    give the same per-coordinate terms, and their sum is the Hutchinson estimate."""
+    from score_sde.solvers import divergence
+
+    g = torch.Generator().manual_seed(probes)
+    w = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    fn = lambda y: torch.tanh(y @ w)  # noqa: E731
+    x = torch.randn(5, 12, generator=g, dtype=torch.float64)
+    v = divergence.draw_probes(x, probes, generator=g)
+    terms = {}
+    for batched in (False, True):
+        value, vjp_fn = divergence._vjp(fn, x, batched=batched)
+        terms[batched] = vjp_fn(v) * v
+        torch.testing.assert_close(value, fn(x))
+    torch.testing.assert_close(terms[False], terms[True], rtol=0, atol=1e-12)
+    _, est = divergence.hutchinson_divergence(fn, x, v)
+    torch.testing.assert_close(est, terms[True].sum(-1), rtol=0, atol=1e-12)
