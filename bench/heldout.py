@@ -7,21 +7,23 @@ Mixture i is drawn from seed seed_base + i: dimension log-uniform in 2-64, 2-8 c
 Dirichlet(1) weights, means N(0, sep^2 I) with sep in [0.5, 3], per-axis stds in [0.1, 0.6]. Seeds
 10_000+ are held out: never used to choose a grid or a default. Per mixture and SDE (VP, VE): n exact
 draws of p_T at T = 1, each sampler at NFE 5 / 10 / 20 / 50. Ours is the default fixed configuration
-DEFAULT, `dpm_solver_multistep(order=3, corrector="unipc", grid="log_snr_window")` (UniPC-3 on
-`grids.log_snr_window` with its default stretch = 3), to t_eps = 1e-3; diffusers runs as in
+DEFAULT, `dpm_solver_multistep(order=3, corrector="unipc", predictor="unip", grid="log_snr_window")`
+(UniPC-3 with its own predictor, bh2, on `grids.log_snr_window` with its default stretch = 3), to
+t_eps = 1e-3; diffusers runs as in
 bench/samplers.py (its sigma_min rows end at t_eps, its recommended rows, final sigma 0, are judged
 against the PF-ODE continued to noise 0). Per sample: err = ||x - x_ref|| / sqrt(D), x_ref the PF-ODE
 solution by dopri5 at 1e-9 from the same x_T, and a mode flip when the most probable component of x
 differs from x_ref's. Cells pool every sample of every mixture: median err / RMS err / flip fraction;
 below each table, ours / the best peer (the lowest median and the lowest RMS of the PEERS, each its own
-best) per NFE. `--also` adds CANDIDATES rows (e.g. "unipc 3 (window x inf)", the grid before the
-head was refined).
+best) per NFE. `--also` adds CANDIDATES rows (e.g. "unipc 3 (window x 3)", the previous default:
+DPM-Solver++ 3M's predictor with UniC).
 
 `--select` (refused on the held-out seeds) runs every CANDIDATE instead: orders 2 / 3, corrector none /
-UniPC, on `log_snr_window` with stretch inf / 4 / 3 / 2 (and lo = -4), the log-SNR, Karras and
-uniform-t grids. The rule: the most of the 16 cells (median and RMS at 4 NFE, VP and VE) within the
-goal, <= 0.7x the best peer's, then the lowest worst ratio to the best peer over both SDEs and every
-NFE of max(median ratio, RMS ratio); its table is printed last.
+UniPC, and UniPC-3 with its own predictor ("unip+unic 3", bh2 and bh1), on `log_snr_window` with
+stretch inf / 4 / 3 / 2 (and lo = -4), the log-SNR, Karras and uniform-t grids. The rule: the most
+of the 16 cells (median and RMS at 4 NFE, VP and VE) within the goal, <= 0.7x the best peer's, then
+the lowest worst ratio to the best peer over both SDEs and every NFE of max(median ratio, RMS
+ratio); its table is printed last.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from score_sde.solvers import grids
 
 NFES = (5, 10, 20, 50)
 HELD_OUT, SELECTION = 10_000, 20_000  # seed bases: the judged mixtures, the ones the default is chosen on
-DEFAULT = dict(order=3, corrector="unipc", grid="log_snr_window")  # dpm_solver_multistep's settings
+# dpm_solver_multistep's settings: UniPC-3 (UniP-3 + UniC-3, bh2) on log_snr_window, chosen by --select
+DEFAULT = dict(order=3, corrector="unipc", predictor="unip", grid="log_snr_window")
 PEERS = {
     "diffusers UniPC-3 (bh2, sigma_min)": (diffusers.UniPCMultistepScheduler, dict(
         solver_order=3, final_sigmas_type="sigma_min")),
@@ -56,9 +59,10 @@ PEERS = {
 Sampler = Callable[[SDE, Callable, torch.Tensor, int], torch.Tensor]  # (sde, score, x_T, NFE) -> x
 
 
-def multistep(order: int, corrector: str, grid: Callable[[SDE, int], torch.Tensor]) -> Sampler:
+def multistep(order: int, corrector: str, grid: Callable[[SDE, int], torch.Tensor], **settings
+              ) -> Sampler:
     return lambda sde, score, x_T, k: solvers.dpm_solver_multistep(
-        sde, score, x_T, order=order, corrector=corrector, ts=grid(sde, k)).x
+        sde, score, x_T, order=order, corrector=corrector, ts=grid(sde, k), **settings).x
 
 
 def window(stretch: float, lo: float = -3.0) -> Callable[[SDE, int], torch.Tensor]:
@@ -74,6 +78,10 @@ CANDIDATE_GRIDS = {  # the grids the default is chosen from; window x s: outer s
 }
 CANDIDATES = {f"{'unipc' if c == 'unipc' else 'dpm++'} {p} ({g})": multistep(p, c, grid)
               for p in (2, 3) for c in ("none", "unipc") for g, grid in CANDIDATE_GRIDS.items()}
+CANDIDATES.update({  # UniPC's own predictor: UniP-3 then UniC-3, B(h) = expm1(-h) or -h
+    f"unip+unic{'' if b == 'bh2' else ' bh1'} 3 ({g})": multistep(
+        3, "unipc", grid, predictor="unip", unipc_variant=b)
+    for b in ("bh2", "bh1") for g, grid in CANDIDATE_GRIDS.items()})
 
 
 def default_sampler(sde: SDE, score: Callable, x_T: torch.Tensor, k: int) -> torch.Tensor:

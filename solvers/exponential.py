@@ -30,6 +30,10 @@ rho solving sum_k rho_k r_k^(j-1) = j! phi_{j+1}(-h) (-h)^j / expm1(-h), j = 1..
 phi_1(u) = expm1(u) / u, phi_{j+1}(u) = (phi_j(u) - 1/j!) / u);
 a step of order p becomes order p + 1 at no extra NFE. x0_hat is not re-evaluated at the corrected
 point (UniPC's choice), and the last step is not corrected (it would cost one more NFE).
+UniPC's own predictor UniP-p (predictor="unip") is the same update over the p - 1 previous nodes
+alone (rho from the first p - 1 equations; rho = 1/2 for one node): a UniP-p step's local error is
+O(h^(p+1)), so UniP-3's is O(h^4) where 3M's is O(h^3). B(h) = -h ("bh1") is the paper's other
+variant, for both.
 The stabilising choices of diffusers' and DPM-Solver's later releases are built in by default:
     - the grid is uniform in log-SNR (`grid="log_snr"`),
     - lower-order final steps: the order at step i of N is min(order, i + 1, N - i) for multistep,
@@ -53,6 +57,8 @@ from score_sde.solvers.result import Callback, CountingScore, SampleResult, Step
 MULTISTEP_ORDERS = (1, 2, 3)
 SINGLESTEP_ORDERS = (1, 2, 3)
 CORRECTORS = ("none", "unipc")
+PREDICTORS = ("dpmsolver++", "unip")
+UNIPC_VARIANTS = ("bh2", "bh1")
 
 
 def _check_order(order: int, allowed: tuple[int, ...]) -> None:
@@ -114,30 +120,49 @@ def _multistep_weights(alpha: list[float], sigma: list[float], lam: list[float],
     return c_x, [c_m0 + w0 / r0, w1 / r1 - w0 / r0, -w1 / r1]
 
 
-def _unic_weights(alpha: list[float], sigma: list[float], lam: list[float], i: int, p: int
-                  ) -> tuple[float, list[float], float]:
-    """UniC-p for the step ts[i-1] -> ts[i] as x_i = c_prev x_{i-1} + sum_j c_j m_{i-1-j} + c_new
-    m_i: the module docstring's update with D_k = (m_{i-1-k} - m_{i-1}) / r_k (k < p) and
-    D_p = m_i - m_{i-1} expanded."""
-    h = lam[i] - lam[i - 1]
-    ratios = [(lam[i - 1 - j] - lam[i - 1]) / h for j in range(1, p)] + [1.0]
+def _unipc_weights(a_s: float, h: float, ratios: list[float], b_h: str) -> list[float]:
+    """UniPC's update -a_s expm1(-h) m_0 - a_s B(h) sum_k rho_k (m_k - m_0) / r_k as weights of
+    m_0 (the step's start) and of the nodes m_k at log-SNR ratios r_k = (lam_k - lam_0) / h, in
+    that order; rho solves sum_k rho_k r_k^(j-1) = j! phi_{j+1}(-h) (-h)^j / B(h), j = 1..K
+    (rho = 1/2 for one node, as UniPC's code), with B(h) = expm1(-h) ("bh2") or -h ("bh1")."""
     minus_h = -h
     phi1 = math.expm1(minus_h)
-    if p == 1:
-        rhos = [0.5]
-    else:
+    b = phi1 if b_h == "bh2" else minus_h
+    if len(ratios) <= 1:
+        rhos = [0.5] * len(ratios)
+    else:  # j! phi_{j+1}(-h) (-h)^j / B(h), by phi_{j+1} = (phi_j - 1/j!) / u
         rhs, h_phi, factorial = [], phi1 / minus_h - 1, 1
-        for j in range(1, p + 1):  # j! phi_{j+1}(-h) (-h)^j / B(h), by phi_{j+1} = (phi_j - 1/j!) / u
-            rhs.append(h_phi * factorial / phi1)
+        for j in range(1, len(ratios) + 1):
+            rhs.append(h_phi * factorial / b)
             factorial *= j + 1
             h_phi = h_phi / minus_h - 1 / factorial
-        vander = torch.tensor([[r ** (j - 1) for r in ratios] for j in range(1, p + 1)],
+        vander = torch.tensor([[r ** (j - 1) for r in ratios] for j in range(1, len(ratios) + 1)],
                               dtype=torch.float64)
         rhos = torch.linalg.solve(vander, torch.tensor(rhs, dtype=torch.float64)).tolist()
-    g = -alpha[i] * phi1
-    back = [g * rho / r for rho, r in zip(rhos[:-1], ratios[:-1])]  # m_{i-2}, ..., m_{i-p}
-    c_new = g * rhos[-1]
-    return sigma[i] / sigma[i - 1], [g - sum(back) - c_new, *back], c_new
+    nodes = [-a_s * b * rho / r for rho, r in zip(rhos, ratios)]
+    return [-a_s * phi1 - sum(nodes), *nodes]
+
+
+def _unip_weights(alpha: list[float], sigma: list[float], lam: list[float], i: int, p: int,
+                  b_h: str) -> tuple[float, list[float]]:
+    """UniP-p, UniPC's own predictor, for the step ts[i] -> ts[i+1] as x_{i+1} = c_x x_i +
+    sum_j c_j m_{i-j}: `_unipc_weights` over the p - 1 previous nodes. UniP-1 is DDIM; UniP-2 with
+    bh2 is 2M. A step into sigma = 0 is x0_hat itself, times alpha_s."""
+    if p == 1 or sigma[i + 1] == 0:
+        return _multistep_weights(alpha, sigma, lam, i, 1)
+    h = lam[i + 1] - lam[i]
+    ratios = [(lam[i - k] - lam[i]) / h for k in range(1, p)]
+    return sigma[i + 1] / sigma[i], _unipc_weights(alpha[i + 1], h, ratios, b_h)
+
+
+def _unic_weights(alpha: list[float], sigma: list[float], lam: list[float], i: int, p: int,
+                  b_h: str) -> tuple[float, list[float], float]:
+    """UniC-p for the step ts[i-1] -> ts[i] as x_i = c_prev x_{i-1} + sum_j c_j m_{i-1-j} + c_new
+    m_i: `_unipc_weights` over the p - 1 previous nodes and m_i (r = 1)."""
+    h = lam[i] - lam[i - 1]
+    ratios = [(lam[i - 1 - j] - lam[i - 1]) / h for j in range(1, p)] + [1.0]
+    weights = _unipc_weights(alpha[i], h, ratios, b_h)
+    return sigma[i] / sigma[i - 1], weights[:-1], weights[-1]
 
 
 @torch.no_grad()
@@ -145,12 +170,14 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
                          order: int = 2, steps: int = 20, t_eps: float = 1e-3,
                          grid: str = "log_snr", ts: Tensor | None = None,
                          lower_order_final: bool = True, corrector: str = "none",
+                         predictor: str = "dpmsolver++", unipc_variant: str = "bh2",
                          eval_ts: Tensor | None = None, generator: torch.Generator | None = None,
                          callback: Callback | None = None,
                          return_trajectory: bool = False) -> SampleResult:
     """DPM-Solver++ multistep (order 1 = DDIM, 2 = "2M", 3 = "3M"), data-prediction form; 1 NFE a step.
-    corrector="unipc" adds UniPC's corrector: at order 2 this is UniPC-2 (bh2) exactly (UniP-2 is
-    2M; tests/solvers/test_diffusers_oracle.py), at order 3 the predictor stays 3M (UniP-3 differs).
+    corrector="unipc" adds UniPC's corrector; with predictor="unip" the whole step is UniPC-p
+    (Zhao et al. 2023, UniP-p then UniC-p), as diffusers' UniPCMultistepScheduler
+    (tests/solvers/test_exponential_unip.py); at order 2 with bh2 the two predictors coincide.
 
     Args:
         sde, score_fn, x_T: the SDE, score_fn(x, t) with t (B,), and the (B, *D) state at ts[0].
@@ -160,7 +187,13 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
         ts: an explicit decreasing grid from T (or below) to the final time.
         lower_order_final: lower the order on the last steps (min(order, N - i)); recommended.
         corrector: "none" or "unipc" (UniC after every step but the last; empirical global order:
-            order + 1 for orders 1 and 2, 3 for order 3 (the start-up steps limit it); same NFE).
+            order + 1 for orders 1 and 2, 3 for order 3 (the start-up steps limit it; about 4 at
+            20-80 steps with predictor="unip", tests/solvers/test_exponential_unip.py); same NFE).
+        predictor: "dpmsolver++" (the update of the module docstring) or "unip" (UniPC's own
+            predictor: the corrector's update over the p - 1 previous nodes alone; a UniP-3 step
+            is one order above a 3M step).
+        unipc_variant: UniPC's B(h) for UniP and UniC: "bh2" = expm1(-h) (diffusers' default), or
+            "bh1" = -h (diffusers recommends it for unconditional sampling under 10 steps).
         eval_ts: (N,) the times the model is asked at for x0_hat of the states at ts[:-1] (default
             ts[:-1]): x0_hat_i = (x_i + sigma'^2 score(x_i, t'_i)) / alpha' at t'_i. Decoupling them
             from the grid lets a tuned grid absorb part of the truncation error at few steps
@@ -175,6 +208,10 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
     _check_order(order, MULTISTEP_ORDERS)
     if corrector not in CORRECTORS:
         raise ValueError(f"corrector must be one of {CORRECTORS}, got {corrector!r}")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
+    if unipc_variant not in UNIPC_VARIANTS:
+        raise ValueError(f"unipc_variant must be one of {UNIPC_VARIANTS}, got {unipc_variant!r}")
     x_T = initial_state(sde, x_T, generator)
     on_grid = resolve_grid(sde, ts=ts, steps=steps, t_eps=t_eps, grid=grid)
     n, times, batch = on_grid.steps, on_grid.times, x_T.shape[0]
@@ -182,8 +219,9 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
     alpha, sigma, lam = (on_grid.floats(name) for name in ("alpha", "sigma", "lam"))
     orders = [min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
               for i in range(n)]
-    steps_w = [_multistep_weights(alpha, sigma, lam, i, orders[i]) for i in range(n)]
-    unic = ([_unic_weights(alpha, sigma, lam, i, orders[i - 1]) for i in range(1, n)]
+    steps_w = [_multistep_weights(alpha, sigma, lam, i, orders[i]) if predictor == "dpmsolver++"
+               else _unip_weights(alpha, sigma, lam, i, orders[i], unipc_variant) for i in range(n)]
+    unic = ([_unic_weights(alpha, sigma, lam, i, orders[i - 1], unipc_variant) for i in range(1, n)]
             if corrector == "unipc" else [])
     score, log = CountingScore(score_fn), StepLog(return_trajectory, callback)
     x = x_prev = x_T
