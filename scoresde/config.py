@@ -69,7 +69,7 @@ class NLLSettings:
     # evaluation), exact for points; or "exact", "hutchinson" (with `probes`)
     divergence: str = "auto"
     probes: int = 1  # Hutchinson probes per point
-    redraw_probes: bool = True  # fresh probes at every evaluation; false: once per solve
+    redraw_probes: bool = False  # true: fresh probes at every evaluation, noise within tolerance
     noise: str = "rademacher"  # Hutchinson probe distribution: "rademacher" or "gaussian"
     method: str = "dopri5"  # a torchdiffeq method: adaptive, or fixed-step with `step_size`
     rtol: float = 1e-5

@@ -13,7 +13,7 @@ the model's time-t_eps marginal, the density the ODE defines; with the exact sco
 p_T as pi it is -log p_{t_eps}(x). The augmented field and the two error controls (per sample, or
 score_sde_pytorch's batch as one vector) are in `solvers.likelihood_flow`.
 
-Error bars (P >= 2 Hutchinson probes). Redrawn at every evaluation (the default, see
+Error bars (P >= 2 Hutchinson probes). Redrawn at every evaluation (`redraw_probes`, see
 `solvers.likelihood_flow`), each probe column is a sum of many independent node errors, close to
 normal, so the P estimates' spread gives the standard error and Student's t with P - 1 degrees of
 freedom the interval. Held fixed through the solve, a probe's estimate is sum_i c_i with
@@ -189,7 +189,7 @@ def _state_dtype(state_dtype: torch.dtype | str | None, x: Tensor) -> torch.dtyp
 
 # -- the likelihood -----------------------------------------------------------------------------
 def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = "exact",
-                   probes: int = 1, redraw_probes: bool = True, error_bars: bool = True,
+                   probes: int = 1, redraw_probes: bool = False, error_bars: bool = True,
                    noise: str = "rademacher",
                    method: str = "dopri5",
                    rtol: float = 1e-5, atol: float = 1e-5, t_eps: float = 1e-5,
@@ -208,10 +208,12 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             (one per probe; unbiased, for large N).
         probes: Hutchinson probes per sample; with probes > 1 their estimates are averaged, and
             `stderr` and `interval` report the error.
-        redraw_probes: draw the probes afresh at every evaluation (unbiased; the nodes' errors
-            average out instead of one probe's error lasting the whole solve, and the step control
-            follows x alone: `solvers.likelihood_flow`); False holds them fixed through the solve
-            (score_sde_pytorch's and FFJORD's estimator).
+        redraw_probes: draw the probes afresh at every evaluation: the nodes' errors average out
+            instead of one probe's error lasting the whole solve, and the tolerance then bounds
+            the estimator's noise too (steps shrink until it is within rtol, atol: cheap at loose
+            tolerances, many evaluations at tight ones; `solvers.likelihood_flow`). False (the
+            default) holds them fixed through the solve (score_sde_pytorch's and FFJORD's
+            estimator: its noise does not shrink with the tolerance).
         error_bars: with probes > 1, report `stderr`: free with redrawn probes (their spread);
             with fixed probes it integrates their per-coordinate terms (P * B * N more state:
             1.2-1.3x the CPU time at 16 probes in 64-D, 1.5-2.5x in 3072-D, bench/README.md).
