@@ -20,15 +20,15 @@ as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol
                         Hutchinson divergence from two separate score evaluations; its probes
                         (Rademacher) drawn once and fixed (k = 1 is score_sde_pytorch; k > 1
                         averages k vector-Jacobian products, the same code otherwise)
-    ours hutch P=k redrawn <c>
-                        solvers.log_likelihood(divergence="hutchinson", probes=k,
-                        error_control=c): the default, probes redrawn at every evaluation and
-                        the step control on x alone; `stderr` / `interval` come free (k > 1).
-                        "batch" is the flat RMS norm above, "per_sample" ours
     ours hutch P=k fixed <c>
-                        the same with redraw_probes=False, error_bars=False: probes held through
-                        the solve as score_sde's; "+ error bars" also integrates the probes'
+                        solvers.log_likelihood(divergence="hutchinson", probes=k,
+                        error_control=c, error_bars=False): probes held through the solve as
+                        score_sde's (the default); "batch" is the flat RMS norm above,
+                        "per_sample" ours; "+ error bars" also integrates the probes'
                         per-coordinate terms for `stderr` / `interval` (score_sde has none)
+    ours hutch P=k redrawn <c>
+                        the same with redraw_probes=True: probes redrawn at every evaluation, the
+                        tolerance bounding their noise too; `stderr` / `interval` come free
     ours exact <dtype>  solvers.log_likelihood(divergence="exact", state_dtype=dtype)
 "err" is |nll - (-log p_{t_eps}(x))| per point against the float64 closed form: solver plus
 estimator error. Time is process CPU time (time.process_time, so other jobs on a shared machine do
@@ -142,7 +142,8 @@ def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Ca
         out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
         for control in ("batch", "per_sample"):
             out[f"ours hutch P={p} redrawn {control}"] = ("ours", ours, {
-                "divergence": "hutchinson", "probes": p, "error_control": control})
+                "divergence": "hutchinson", "probes": p, "error_control": control,
+                "redraw_probes": True})
             out[f"ours hutch P={p} fixed {control}"] = ("ours", ours, {
                 "divergence": "hutchinson", "probes": p, "error_control": control,
                 "redraw_probes": False, "error_bars": False})
