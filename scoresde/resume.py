@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from score_sde.config import CONFIG_FILE
+from score_sde.config import CONFIG_FILE, TrainConfig
 from score_sde.run_folder import differences, flat, read_run_config
 
 # settings that may change when a run is resumed; anything else must match the saved config
@@ -33,8 +33,17 @@ def resumable(key: str) -> bool:
 
 def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
     """Raise a ValueError listing the settings in which `new` differs from the config stored in
-    the checkpoint a run resumes from (`saved`), which is what was trained."""
-    diff = differences(saved, new, lambda k: not resumable(k))
+    the checkpoint a run resumes from (`saved`), which is what was trained. A setting the
+    checkpoint does not know (added to score-sde after it was written) passes at its default,
+    which is what the run was trained with."""
+    known, now = flat(saved), flat(new)
+    defaults = flat(OmegaConf.to_container(OmegaConf.structured(TrainConfig),
+                                           throw_on_missing=False))
+
+    def added_at_default(key: str) -> bool:
+        return key not in known and key in defaults and now.get(key) == defaults[key]
+
+    diff = differences(saved, new, lambda k: not resumable(k) and not added_at_default(k))
     if diff:
         shown = ", ".join(diff[:6])
         raise ValueError(f"cannot resume {str(run_dir)!r}: the config differs from the one stored "

@@ -12,12 +12,14 @@ import time
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tiny_runs import QUICK
 
 from score_sde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from score_sde.cli import main
 from score_sde.config import compose
 from score_sde.metrics import read_metrics
+from score_sde.resume import check_resumable
 from score_sde.run_folder import run_lock
 from score_sde.train import train
 
@@ -224,3 +226,19 @@ def test_sigterm_during_an_evaluation_saves_within_seconds(tmp_path, monkeypatch
     assert res.checkpoint == run / "checkpoints" / "ckpt_00000002.pt"
     assert load_checkpoint(res.checkpoint)["step"] == 2
     assert read_metrics(run, "eval") == []  # the cut evaluation recorded nothing
+
+
+def test_settings_added_after_a_checkpoint_pass_at_their_default(tmp_path):
+    """A checkpoint written before a setting existed (train.hflip, train.workers) resumes when
+    the setting is at its default, which is how that run was trained; set elsewhere, or a known
+    setting changed, it is refused by name."""
+    cfg = OmegaConf.to_container(compose("train", []), resolve=True)
+    old = json.loads(json.dumps(cfg))
+    del old["train"]["hflip"], old["train"]["workers"]
+    check_resumable(old, cfg, tmp_path)
+    cfg["train"]["workers"] = 0
+    with pytest.raises(ValueError, match=r"train.workers: None -> 0"):
+        check_resumable(old, cfg, tmp_path)
+    cfg["train"]["workers"], cfg["train"]["lr"] = 2, 0.5
+    with pytest.raises(ValueError, match=r"train.lr"):
+        check_resumable(old, cfg, tmp_path)
