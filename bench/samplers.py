@@ -37,7 +37,7 @@ import torchdiffeq
 import torchsde
 
 from score_sde import solvers
-from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture
+from score_sde.sde_lib import SDE, VESDE, VPSDE, GaussianMixture, append_dims
 
 N_TRAIN, T_EPS, N_TRUE = 1000, 1e-3, 50_000
 N_PILOT, SEARCH_EVALS = 1000, {5: 1000, 10: 1000, 20: 500}  # no search at other NFE
@@ -84,7 +84,7 @@ def diffusers_sampler(cls, sde: SDE, score, x_T, nfe, **config):
     y, calls = x_T / scale[-1], 0
     for k in sched.timesteps.tolist():
         t = torch.full((y.shape[0],), (k + 1) / N_TRAIN, dtype=y.dtype)
-        eps = -sde.sigma(t)[:, None] * score(scale[k] * y, t)
+        eps = -append_dims(sde.sigma(t), y.ndim) * score(scale[k] * y, t)
         calls += 1
         y = sched.step(eps, k, y).prev_sample
     final_zero = config.get("final_sigmas_type", "zero") == "zero"  # diffusers' default
