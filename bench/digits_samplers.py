@@ -45,7 +45,7 @@ import diffusers
 import torch
 import torchdiffeq
 from heldout import DEFAULT
-from samplers import N_TRAIN, PEERS, RECOMMENDED, diffusers_sampler
+from samplers import N_TRAIN, PEERS, RECOMMENDED, diffusers_sampler, vp_view
 from torch import Tensor
 
 from score_sde import solvers
@@ -92,9 +92,7 @@ def sigma_space_sampler(cls, sde: SDE, score, x_T: Tensor, nfe: int, **config
                         ) -> tuple[Tensor, int]:
     """A diffusers Euler / Heun scheduler on the VP model: state x / alpha at its sigma = rho;
     Heun takes (nfe + 1) // 2 sigmas (2 N - 1 NFE). Returns (x at sigma 0, NFE)."""
-    t_k = torch.arange(1, N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
-    abar = sde.alpha(t_k) ** 2
-    betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    betas = vp_view(sde)[2]
     sched = cls(num_train_timesteps=N_TRAIN, trained_betas=betas.numpy(), **config)
     sched.set_timesteps((nfe + 1) // 2 if cls is diffusers.HeunDiscreteScheduler else nfe)
     y, calls = x_T * (1 + sched.sigmas[0].double() ** 2).sqrt().to(x_T.dtype), 0

@@ -69,12 +69,18 @@ def sliced_w2(x, truth, n_dirs=64, seed=1):
     return ((px - py) ** 2).mean().sqrt().item()
 
 
-def diffusers_sampler(cls, sde: SDE, score, x_T, nfe, **config):
-    """Run a diffusers scheduler on the VP view of `sde` (module docstring); returns (x, NFE)."""
+def vp_view(sde: SDE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """diffusers' discrete VP view of `sde` (module docstring) at its timesteps k, t = (k + 1) /
+    N_TRAIN: (scale (N_TRAIN,) with x = scale * y, alphas_cumprod, betas), float64."""
     t_k = torch.arange(1, N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
     scale = (sde.alpha(t_k) ** 2 + sde.sigma(t_k) ** 2).sqrt()
     abar = (sde.alpha(t_k) / scale) ** 2
-    betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    return scale, abar, 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+
+
+def diffusers_sampler(cls, sde: SDE, score, x_T, nfe, **config):
+    """Run a diffusers scheduler on the VP view of `sde` (module docstring); returns (x, NFE)."""
+    scale, abar, betas = vp_view(sde)
     sched = cls(num_train_timesteps=N_TRAIN, trained_betas=betas.numpy(), **config)
     sched.alphas_cumprod = abar.to(torch.float64)
     if hasattr(sched, "alpha_t"):  # DPM-Solver / UniPC cache alpha_t, sigma_t, lambda_t

@@ -20,6 +20,8 @@ to normal: P of them give Student's t with P - 1 degrees of freedom, `student_t_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -55,12 +57,18 @@ def critical_value(m: Tensor | float, level: float = 0.95) -> Tensor:
     m = torch.as_tensor(m, dtype=torch.float64)
     if not bool(((m > 0) & ~m.isnan()).all()):
         raise ValueError(f"m (degrees of freedom) must be > 0, got {m}")
-    lo, hi = torch.zeros_like(m), torch.full_like(m, 2.0)
-    while not bool((pivot_coverage(hi, m) >= level).all()):
-        hi = torch.where(pivot_coverage(hi, m) < level, 2 * hi, hi)
-    for _ in range(50):  # bisection to ~1e-14 of the bracket
+    return _solve_coverage(lambda c: pivot_coverage(c, m), level, m)
+
+
+def _solve_coverage(coverage: Callable[[Tensor], Tensor], level: float, like: Tensor) -> Tensor:
+    """The c (shaped like `like`, float64) with coverage(c) = level for an increasing coverage
+    with coverage(0) = 0, elementwise: doubling from 2 to a bracket, then 60 bisections."""
+    lo, hi = torch.zeros_like(like), torch.full_like(like, 2.0)
+    while not bool((coverage(hi) >= level).all()):
+        hi = torch.where(coverage(hi) < level, 2 * hi, hi)
+    for _ in range(60):
         mid = (lo + hi) / 2
-        low = pivot_coverage(mid, m) < level
+        low = coverage(mid) < level
         lo, hi = torch.where(low, mid, lo), torch.where(low, hi, mid)
     return hi
 
@@ -92,10 +100,5 @@ def student_t_critical(dof: float, level: float = 0.95) -> float:
     if not dof >= 1:
         raise ValueError(f"dof (degrees of freedom) must be >= 1, got {dof!r}")
     n = int(min(dof, 1e4))
-    lo, hi = torch.zeros((), dtype=torch.float64), torch.full((), 2.0, dtype=torch.float64)
-    while student_t_coverage(hi, n) < level:
-        hi = 2 * hi
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if student_t_coverage(mid, n) < level else (lo, mid)
-    return hi.item()
+    one = torch.zeros((), dtype=torch.float64)
+    return _solve_coverage(lambda c: student_t_coverage(c, n), level, one).item()
