@@ -30,6 +30,10 @@ as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol
                         the same with redraw_probes=True: probes redrawn at every evaluation, the
                         tolerance bounding their noise too; `stderr` / `interval` come free
     ours exact <dtype>  solvers.log_likelihood(divergence="exact", state_dtype=dtype)
+    ours unipc ...      solvers.log_likelihood(method="unipc", steps=n): a fixed grid of n steps
+                        uniform in log-SNR, n + 1 evaluations, no tolerance (the "rtol = atol /
+                        steps" column gives n); Hutchinson with probes redrawn at every node, or
+                        the exact divergence
 "err" is |nll - (-log p_{t_eps}(x))| per point against the float64 closed form: solver plus
 estimator error. Time is process CPU time (time.process_time, so other jobs on a shared machine do
 not count), the median over `repeats` rounds that run every configuration once in turn
@@ -135,6 +139,14 @@ def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, **kwargs
     return res.nll, res.nfe
 
 
+def ours_grid(sde: SDE, score_fn, x: torch.Tensor, prior_logp, steps: int, **kwargs
+              ) -> tuple[torch.Tensor, int]:
+    res = log_likelihood(sde, score_fn, x, method="unipc", steps=int(steps), t_eps=T_EPS,
+                         prior_logp=prior_logp, generator=torch.Generator().manual_seed(0),
+                         **kwargs)
+    return res.nll, res.nfe
+
+
 def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Callable, dict]]:
     """name -> (side, method, settings without the tolerance)."""
     out = {}
@@ -150,10 +162,14 @@ def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Ca
         if p > 1:
             out[f"ours hutch P={p} fixed per_sample + error bars"] = ("ours", ours, {
                 "divergence": "hutchinson", "probes": p, "redraw_probes": False})
+        out[f"ours unipc P={p} redrawn"] = ("ours", ours_grid, {
+            "divergence": "hutchinson", "probes": p, "redraw_probes": True})
     if dim <= 64:
         for dtype in ("float32", "float64"):
             out[f"ours exact {dtype}"] = ("ours", ours, {"divergence": "exact",
                                                           "state_dtype": dtype})
+        out["ours unipc exact float64"] = ("ours", ours_grid, {"divergence": "exact",
+                                                                "state_dtype": "float64"})
     return out
 
 
@@ -179,6 +195,8 @@ def main() -> None:
     parser.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--hutch-tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-5])
     parser.add_argument("--exact-tols", type=float, nargs="+", default=[1e-3, 1e-5, 1e-7])
+    parser.add_argument("--grid-steps", type=int, nargs="+", default=[12, 16, 24, 32, 48, 64],
+                        help="the steps of the unipc rows")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run", help="a trained digits run folder (module doc) instead of mixtures")
     parser.add_argument("--reference", help="with --run: a file keeping the reference NLLs")
@@ -193,7 +211,8 @@ def main() -> None:
         for label, (side, method, kwargs) in configurations(dim, args.probes).items():
             if args.only and not any(part in label for part in args.only):
                 continue
-            tols = args.exact_tols if "exact" in label else args.hutch_tols
+            tols = (args.grid_steps if "unipc" in label else
+                    args.exact_tols if "exact" in label else args.hutch_tols)
             for tol in tols:
                 runs[label, tol] = (side, functools.partial(
                     method, sde, score_fn, x, prior_logp, tol, **kwargs))
@@ -207,17 +226,22 @@ def main() -> None:
                     times[key].append(time.process_time() - start)
                 results[key] = ((nll.double() - exact).abs(), nfe)
         print(f"\n### {title}, B = {x.shape[0]}\n")
-        print("| method | rtol = atol | mean err (nats) | max err | score evals | CPU s |")
+        print("| method | rtol = atol / steps | mean err (nats) | max err | score evals | CPU s |")
         print("|---|---|---|---|---|---|")
         rows = []
         for key, (side, _) in runs.items():
             err, nfe = results[key]
             sec = statistics.median(times[key])
             rows.append((side, key[0], key[1], err.mean().item(), sec))
-            print(f"| {key[0]} | {key[1]:.0e} | {err.mean().item():.2e} | "
+            print(f"| {key[0]} | {setting(key[1])} | {err.mean().item():.2e} | "
                   f"{err.max().item():.2e} | {nfe} | {sec:.3f} |")
         print(f"\n### front, {title}\n")
         print_front(rows)
+
+
+def setting(value: float) -> str:
+    """A tolerance as 1e-03, a grid's steps as an integer."""
+    return f"{value:.0e}" if value < 1 else f"{int(value)} steps"
 
 
 def print_front(rows: list[tuple[str, str, float, float, float]]) -> None:
@@ -238,7 +262,7 @@ def print_front(rows: list[tuple[str, str, float, float, float]]) -> None:
             best[side] = min(ok, key=lambda r: r[4]) if ok else None
         if not (best["ours"] or best["score_sde"]):
             continue
-        cells = [f"{r[1]} {r[2]:.0e}: {r[4]:.3f} s" if r else "not reached"
+        cells = [f"{r[1]} {setting(r[2])}: {r[4]:.3f} s" if r else "not reached"
                  for r in (best["score_sde"], best["ours"])]
         ratio = (f"{best['ours'][4] / best['score_sde'][4]:.2f}"
                  if best["ours"] and best["score_sde"] else "-")

@@ -69,9 +69,15 @@ class NLLSettings:
     # evaluation), exact for points; or "exact", "hutchinson" (with `probes`)
     divergence: str = "auto"
     probes: int = 1  # Hutchinson probes per point
-    redraw_probes: bool = False  # true: fresh probes at every evaluation, noise within tolerance
+    # true: fresh probes at every evaluation (noise within tolerance); null: true with
+    # method=unipc, false (score_sde_pytorch's fixed probes) with torchdiffeq's methods
+    redraw_probes: bool | None = None
     noise: str = "rademacher"  # Hutchinson probe distribution: "rademacher" or "gaussian"
-    method: str = "dopri5"  # a torchdiffeq method: adaptive, or fixed-step with `step_size`
+    # a torchdiffeq method: adaptive, or fixed-step with `step_size`; or "unipc": a fixed log-SNR
+    # grid of `steps` steps (steps + 1 evaluations, no tolerance), UniPC of order `order`
+    method: str = "dopri5"
+    steps: int = 32  # method=unipc
+    order: int = 4  # method=unipc: 1-4
     rtol: float = 1e-5
     atol: float = 1e-5
     t_eps: float = 1e-5
@@ -378,7 +384,8 @@ def _check_device(device: str) -> None:
 
 def _check_nll(s: Any, prefix: str) -> None:
     """The NLLSettings of `s`, their keys written with `prefix` ("eval." or "")."""
-    from score_sde.solvers.likelihood import DIVERGENCES, STATE_DTYPES
+    from score_sde.solvers.likelihood import DIVERGENCES, GRID_METHODS, STATE_DTYPES
+    from score_sde.solvers.likelihood_grid import GRID_ORDERS
     from score_sde.solvers.likelihood_flow import ERROR_CONTROLS
     from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS
 
@@ -389,9 +396,15 @@ def _check_nll(s: Any, prefix: str) -> None:
            f"1 unless {prefix}divergence=hutchinson")
     _check(s.noise in ("rademacher", "gaussian"), f"{prefix}noise", s.noise,
            "'rademacher' or 'gaussian'")
-    _check(s.method in ADAPTIVE_METHODS + FIXED_METHODS, f"{prefix}method", s.method,
-           f"an adaptive method {ADAPTIVE_METHODS} or a fixed-step one {FIXED_METHODS}")
-    if s.method in FIXED_METHODS:
+    _check(s.method in ADAPTIVE_METHODS + FIXED_METHODS + GRID_METHODS, f"{prefix}method",
+           s.method, f"an adaptive method {ADAPTIVE_METHODS}, a fixed-step one {FIXED_METHODS} "
+           f"or a log-SNR grid {GRID_METHODS}")
+    if s.method in GRID_METHODS:
+        _check(s.steps >= 1, f"{prefix}steps", s.steps, "an int >= 1 (the grid's steps)")
+        _check(s.order in GRID_ORDERS, f"{prefix}order", s.order, f"one of {GRID_ORDERS}")
+        _check(s.step_size is None, f"{prefix}step_size", s.step_size,
+               f"null for method={s.method} (its grid has {prefix}steps steps)")
+    elif s.method in FIXED_METHODS:
         _check(s.step_size is not None and s.step_size > 0, f"{prefix}step_size", s.step_size,
                f"> 0 for the fixed-step method {s.method} (e.g. {prefix}step_size=0.01)")
     else:

@@ -83,7 +83,7 @@ def _model_times(grid: SDEGrid, eval_ts: Tensor | None, x: Tensor
             sde.sigma(eval_ts, check=False).tolist())
 
 
-def _combine(terms: list[tuple[float, Tensor]]) -> Tensor:
+def combine(terms: list[tuple[float, Tensor]]) -> Tensor:
     """sum_j c_j v_j for terms (c_j, v_j): one new tensor, updated in place."""
     (c, v), rest = terms[0], terms[1:]
     out = v * c
@@ -120,6 +120,22 @@ def _multistep_weights(alpha: list[float], sigma: list[float], lam: list[float],
     return c_x, [c_m0 + w0 / r0, w1 / r1 - w0 / r0, -w1 / r1]
 
 
+def moment_weights(nodes: list[float], moments: list[float]) -> list[float]:
+    """w solving sum_k w_k nodes_k^j = moments_j, j = 0 .. K - 1, for K distinct nodes (a
+    transposed Vandermonde system): w_k = sum_j c_kj moments_j, c_kj the coefficients of the
+    Lagrange polynomial l_k (l_k(nodes_i) = [i == k]). Plain floats: on the host, no solver call."""
+    weights = []
+    for k, r in enumerate(nodes):
+        poly, denom = [1.0], 1.0  # l_k's coefficients, lowest power first, and its scale
+        for i, q in enumerate(nodes):
+            if i != k:  # poly *= (u - q)
+                poly = [(poly[j - 1] if j else 0.0) - q * (poly[j] if j < len(poly) else 0.0)
+                        for j in range(len(poly) + 1)]
+                denom *= r - q
+        weights.append(sum(c * m for c, m in zip(poly, moments)) / denom)
+    return weights
+
+
 def _unipc_weights(a_s: float, h: float, ratios: list[float], b_h: str) -> list[float]:
     """UniPC's update -a_s expm1(-h) m_0 - a_s B(h) sum_k rho_k (m_k - m_0) / r_k as weights of
     m_0 (the step's start) and of the nodes m_k at log-SNR ratios r_k = (lam_k - lam_0) / h, in
@@ -136,9 +152,7 @@ def _unipc_weights(a_s: float, h: float, ratios: list[float], b_h: str) -> list[
             rhs.append(h_phi * factorial / b)
             factorial *= j + 1
             h_phi = h_phi / minus_h - 1 / factorial
-        vander = torch.tensor([[r ** (j - 1) for r in ratios] for j in range(1, len(ratios) + 1)],
-                              dtype=torch.float64)
-        rhos = torch.linalg.solve(vander, torch.tensor(rhs, dtype=torch.float64)).tolist()
+        rhos = moment_weights(ratios, rhs)
     nodes = [-a_s * b * rho / r for rho, r in zip(rhos, ratios)]
     return [-a_s * phi1 - sum(nodes), *nodes]
 
@@ -163,6 +177,24 @@ def _unic_weights(alpha: list[float], sigma: list[float], lam: list[float], i: i
     ratios = [(lam[i - 1 - j] - lam[i - 1]) / h for j in range(1, p)] + [1.0]
     weights = _unipc_weights(alpha[i], h, ratios, b_h)
     return sigma[i] / sigma[i - 1], weights[:-1], weights[-1]
+
+
+def multistep_coefficients(alpha: list[float], sigma: list[float], lam: list[float],
+                           orders: list[int], *, predictor: str = "dpmsolver++",
+                           corrector: str = "none", unipc_variant: str = "bh2"
+                           ) -> tuple[list[tuple[float, list[float]]],
+                                      list[tuple[float, list[float], float]]]:
+    """Every step's coefficients on a grid with alpha, sigma, lam at its N + 1 times (lam may
+    decrease or increase: the formulas hold for either sign of h), step i of order orders[i]:
+    (predictor steps, (c_x, [c_j]) per step as in `_multistep_weights`; UniC corrections of the
+    states 1 .. N - 1, (c_prev, [c_j], c_new) as in `_unic_weights`, or [] without a corrector).
+    The dpmsolver++ predictor has orders 1-3, UniP any (it needs orders[i] previous nodes)."""
+    n = len(orders)
+    steps_w = [_multistep_weights(alpha, sigma, lam, i, orders[i]) if predictor == "dpmsolver++"
+               else _unip_weights(alpha, sigma, lam, i, orders[i], unipc_variant) for i in range(n)]
+    unic = ([_unic_weights(alpha, sigma, lam, i, orders[i - 1], unipc_variant) for i in range(1, n)]
+            if corrector == "unipc" else [])
+    return steps_w, unic
 
 
 @torch.no_grad()
@@ -219,10 +251,8 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
     alpha, sigma, lam = (on_grid.floats(name) for name in ("alpha", "sigma", "lam"))
     orders = [min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
               for i in range(n)]
-    steps_w = [_multistep_weights(alpha, sigma, lam, i, orders[i]) if predictor == "dpmsolver++"
-               else _unip_weights(alpha, sigma, lam, i, orders[i], unipc_variant) for i in range(n)]
-    unic = ([_unic_weights(alpha, sigma, lam, i, orders[i - 1], unipc_variant) for i in range(1, n)]
-            if corrector == "unipc" else [])
+    steps_w, unic = multistep_coefficients(alpha, sigma, lam, orders, predictor=predictor,
+                                           corrector=corrector, unipc_variant=unipc_variant)
     score, log = CountingScore(score_fn), StepLog(return_trajectory, callback)
     x = x_prev = x_T
     log.record(0, times[0], x)
@@ -231,11 +261,11 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
         m = x0_from_score(x, score(x, model_t[i].expand(batch)), model_alpha[i], model_sigma[i])
         if unic and i > 0:
             c_prev, c_hist, c_new = unic[i - 1]
-            x = _combine([(c_prev, x_prev), *zip(c_hist, ms), (c_new, m)])
+            x = combine([(c_prev, x_prev), *zip(c_hist, ms), (c_new, m)])
         ms = [m, *ms[:2]]
         x_prev = x
         c_x, c_hist = steps_w[i]
-        x = _combine([*([(c_x, x)] if c_x else []), *zip(c_hist, ms)])
+        x = combine([*([(c_x, x)] if c_x else []), *zip(c_hist, ms)])
         log.record(i + 1, times[i + 1], x)
     return log.result(x, score.nfe)
 

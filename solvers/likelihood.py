@@ -47,10 +47,12 @@ from score_sde.solvers.clock import LogSNRClock
 from score_sde.solvers.confidence import critical_value, student_t_critical
 from score_sde.solvers.divergence import draw_probes
 from score_sde.solvers.likelihood_flow import ERROR_CONTROLS, AugmentedFlow
+from score_sde.solvers.likelihood_grid import solve_on_grid
 from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS, check_ode_settings, ode_failure
 
 PriorLogp = Callable[[Tensor], Tensor]
 DIVERGENCES = ("exact", "hutchinson")
+GRID_METHODS = ("unipc",)  # fixed log-SNR grids (`solvers.likelihood_grid`)
 STATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -84,10 +86,10 @@ class LikelihoodResult:
         nll -+ c stderr: with redrawn probes c is Student's t critical value with probes - 1
         degrees of freedom; with fixed probes c = `solvers.confidence.critical_value(probes,
         level)`, exact when one direction dominates the estimator's variance (coverage on Gaussian
-        mixtures: bench/README.md). The solver's own error (set by rtol, atol) is not included:
-        with redrawn probes it is as large as their noise at loose tolerances (64-D: 89.5-92.4%
-        at rtol 1e-3), so tighten rtol for intervals. With the exact divergence the interval is
-        (nll, nll).
+        mixtures: bench/README.md). The solver's own error (set by rtol, atol, or by steps on a
+        grid) is not included: with redrawn probes it is as large as their noise at loose
+        tolerances (64-D: 89.5-92.4% at rtol 1e-3), so tighten rtol for intervals. With the
+        exact divergence the interval is (nll, nll).
 
         Raises:
             ValueError: one Hutchinson probe (no spread to measure) or error_bars=False, or level
@@ -191,7 +193,7 @@ def _state_dtype(state_dtype: torch.dtype | str | None, x: Tensor) -> torch.dtyp
 
 # -- the likelihood -----------------------------------------------------------------------------
 def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = "exact",
-                   probes: int = 1, redraw_probes: bool = False, error_bars: bool = True,
+                   probes: int = 1, redraw_probes: bool | None = None, error_bars: bool = True,
                    noise: str = "rademacher",
                    method: str = "dopri5",
                    rtol: float = 1e-5, atol: float = 1e-5, t_eps: float = 1e-5,
@@ -199,7 +201,8 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                    state_dtype: torch.dtype | str | None = None,
                    prior_logp: PriorLogp | None = None, generator: torch.Generator | None = None,
                    chunk_size: int | None = None, max_steps: int = 10_000,
-                   step_size: float | None = None) -> LikelihoodResult:
+                   step_size: float | None = None, steps: int = 32, order: int = 4
+                   ) -> LikelihoodResult:
     """Negative log-likelihood of x under the probability-flow ODE of (sde, score_fn), in nats.
 
     Args:
@@ -211,18 +214,23 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         probes: Hutchinson probes per sample; with probes > 1 their estimates are averaged, and
             `stderr` and `interval` report the error.
         redraw_probes: draw the probes afresh at every evaluation: the nodes' errors average out
-            instead of one probe's error lasting the whole solve, and the tolerance then bounds
-            the estimator's noise too (steps shrink until it is within rtol, atol: cheap at loose
-            tolerances, many evaluations at tight ones; `solvers.likelihood_flow`). False (the
-            default) holds them fixed through the solve (score_sde_pytorch's and FFJORD's
-            estimator: its noise does not shrink with the tolerance).
+            instead of one probe's error lasting the whole solve. In a torchdiffeq solve the
+            tolerance then bounds the estimator's noise too (steps shrink until it is within
+            rtol, atol: cheap at loose tolerances, many evaluations at tight ones;
+            `solvers.likelihood_flow`). False holds them fixed through the solve
+            (score_sde_pytorch's and FFJORD's estimator: its noise does not shrink with the
+            tolerance). None (the default): redrawn with method="unipc", whose grid does not
+            depend on them, fixed otherwise.
         error_bars: with probes > 1, report `stderr`: free with redrawn probes (their spread);
             with fixed probes it integrates their per-coordinate terms (P * B * N more state:
             1.2-1.3x the CPU time at 16 probes in 64-D, 1.5-2.5x in 3072-D, bench/README.md).
             False keeps only the averaged estimate (stderr None).
         noise: Hutchinson probe distribution, "rademacher" or "gaussian".
         method: a torchdiffeq method (`solvers.ode.ADAPTIVE_METHODS` or `FIXED_METHODS`):
-            adaptive ("dopri5", ...) or fixed-step (needs step_size).
+            adaptive ("dopri5", ...) or fixed-step (needs step_size); or "unipc": `steps` steps
+            uniform in log-SNR, UniPC for the path and a 4th-order quadrature in log-SNR for the
+            divergence (`solvers.likelihood_grid`): steps + 1 evaluations and no error control,
+            the cheapest route to a given error on trained networks (bench/README.md).
         rtol: relative tolerance of the adaptive solver.
         atol: absolute tolerance of the adaptive solver.
         t_eps: the ODE runs from t_eps to T (log p_0 is singular for VP as t -> 0).
@@ -238,7 +246,10 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         chunk_size: basis vectors per vmapped batch of the exact divergence (bounds its memory,
             chunk_size * B * N elements; default keeps a chunk under 2^24 elements).
         max_steps: adaptive steps allowed before the solve gives up.
-        step_size: the step of a fixed-step method.
+        step_size: the step of a torchdiffeq fixed-step method.
+        steps: the grid steps of method="unipc".
+        order: UniPC's order with method="unipc", 1-4 (empirical global order of the NLL: about
+            the order, tests/solvers/test_likelihood_grid.py).
 
     Returns:
         LikelihoodResult(nll (B,), z (B, *D) in the state's dtype, nfe, stderr (B,) or None,
@@ -259,7 +270,11 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
     if error_control not in ERROR_CONTROLS:
         raise ValueError(f"error_control must be one of {ERROR_CONTROLS}, got {error_control!r}")
     dtype = _state_dtype(state_dtype, x)
-    check_ode_settings(method, rtol, atol, max_steps)
+    if method not in GRID_METHODS:  # solve_on_grid checks steps and order
+        if method not in ADAPTIVE_METHODS + FIXED_METHODS:
+            known = ADAPTIVE_METHODS + FIXED_METHODS + GRID_METHODS
+            raise ValueError(f"method must be one of {known}, got {method!r}")
+        check_ode_settings(method, rtol, atol, max_steps)
     if method in FIXED_METHODS:
         check_number("step_size (required by fixed-step methods)", step_size)
 
@@ -268,44 +283,61 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
         b = x.shape[0]
         probe = (draw_probes(x, probes, noise, generator=generator)
                  if divergence == "hutchinson" else None)
+        if redraw_probes is None:
+            redraw_probes = method in GRID_METHODS
         redraw = probe is not None and redraw_probes
         per_coordinate = probe is not None and probes > 1 and error_bars and not redraw
         flow = AugmentedFlow(sde, score_fn, x, t_eps, probe, chunk_size,
                              per_coordinate=per_coordinate, error_control=error_control,
                              redraw=redraw, noise=noise, generator=generator)
-        ts = torch.tensor([t_eps, sde.T], dtype=dtype, device=x.device)
-        func = flow
-        if method in ADAPTIVE_METHODS:
-            if not sde.smooth_coefficients:  # beta jumps in t: integrate in log-SNR time
-                clock = LogSNRClock(sde, t_eps, sde.T)
-                func, ts = clock.field(flow), clock.u(ts)
-            options = {"norm": flow.norm, "max_num_steps": max_steps,
-                       "step_t": ts[1:].to(torch.float64)}  # stop exactly at T, never beyond
+        if method in GRID_METHODS:
+            z, delta, coords = solve_on_grid(flow, x.to(dtype), steps=steps, order=order,
+                                             t_eps=t_eps)
         else:
-            options = {"step_size": step_size}
-        x0 = x.to(dtype)
-        state0 = (x0, x0.new_zeros(b, 1 if probe is None else probes))
-        if per_coordinate:
-            state0 += (x0.new_zeros(probes, b, x[0].numel()),)
-        try:
-            solution = torchdiffeq.odeint(func, state0, ts, rtol=rtol, atol=atol,
-                                          method=method, options=options)
-        except AssertionError as err:
-            failure = ode_failure(err, what="the likelihood's probability-flow ODE solve",
-                                  t=float(flow.t_last), samples=[int(flow.worst)], batch=b,
-                                  rtol=rtol, atol=atol, max_steps=max_steps)
-            if failure is None:
-                raise
-            raise failure from None
-        z, delta = solution[0][-1], solution[1][-1]
+            z, delta, coords = _solve_adaptive(flow, x.to(dtype), probes=probes, method=method,
+                                               rtol=rtol, atol=atol, max_steps=max_steps,
+                                               step_size=step_size)
         nlls = -(prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
         stderr = None
         if per_coordinate:  # module doc: 2 sum_i var_probes(c_i) / P
-            stderr = (2 * solution[2][-1].var(0).sum(-1) / probes).sqrt()
+            stderr = (2 * coords.var(0).sum(-1) / probes).sqrt()
         elif redraw and probes > 1 and error_bars:
             stderr = nlls.std(1) / math.sqrt(probes)
         return LikelihoodResult(nll=nlls.mean(1), z=z, nfe=flow.nfe, stderr=stderr,
                                 probes=0 if probe is None else probes, redrawn=redraw)
+
+
+def _solve_adaptive(flow: AugmentedFlow, x: Tensor, *, probes: int, method: str, rtol: float,
+                    atol: float, max_steps: int, step_size: float | None
+                    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The flow from t_eps to T by torchdiffeq (x in the state's dtype): (z (B, *D), Delta (B, P),
+    the per-coordinate integrals (P, B, N) or None)."""
+    sde, b = flow.sde, x.shape[0]
+    ts = torch.tensor([flow.t_lo, sde.T], dtype=x.dtype, device=x.device)
+    func = flow
+    if method in ADAPTIVE_METHODS:
+        if not sde.smooth_coefficients:  # beta jumps in t: integrate in log-SNR time
+            clock = LogSNRClock(sde, flow.t_lo, sde.T)
+            func, ts = clock.field(flow), clock.u(ts)
+        options = {"norm": flow.norm, "max_num_steps": max_steps,
+                   "step_t": ts[1:].to(torch.float64)}  # stop exactly at T, never beyond
+    else:
+        options = {"step_size": step_size}
+    state0 = (x, x.new_zeros(b, 1 if flow.probes is None else probes))
+    if flow.per_coordinate:
+        state0 += (x.new_zeros(probes, b, x[0].numel()),)
+    try:
+        solution = torchdiffeq.odeint(func, state0, ts, rtol=rtol, atol=atol, method=method,
+                                      options=options)
+    except AssertionError as err:
+        failure = ode_failure(err, what="the likelihood's probability-flow ODE solve",
+                              t=float(flow.t_last), samples=[int(flow.worst)], batch=b,
+                              rtol=rtol, atol=atol, max_steps=max_steps)
+        if failure is None:
+            raise
+        raise failure from None
+    return (solution[0][-1], solution[1][-1],
+            solution[2][-1] if flow.per_coordinate else None)
 
 
 # -- bits per dim -------------------------------------------------------------------------------

@@ -73,6 +73,26 @@ class AugmentedFlow:
     def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         x = state[0]
         t = t.to(x.dtype).clamp(self.t_lo, self.sde.T)  # the solver's t may pass T by an ulp
+        score, div_s, terms = self.evaluate(t, x)
+        velocity = self.sde.probability_flow_drift(x, t.expand(x.shape[0]), score.to(x.dtype),
+                                                   check=False)
+        f, g2 = self.sde.drift_coef(t, check=False), self.sde.diffusion(t, check=False) ** 2
+        d_delta = f * self.n - 0.5 * g2 * div_s.to(x.dtype)  # div v = f N - g^2 / 2 div s
+        if not self.per_coordinate:
+            return velocity, d_delta
+        return velocity, d_delta, -0.5 * g2 * terms.to(x.dtype)
+
+    def evaluate(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The score and its divergence at (x, t), one evaluation (counted, checked finite).
+
+        Args:
+            t: a 0-dim time in [t_eps, T].
+            x: (B, *D) in the state's dtype; the score sees the data's.
+
+        Returns:
+            (score (B, *D), div s (B, P) (P = 1 for the exact divergence), the per-coordinate
+            terms (P, B, N) with per_coordinate, else None), in the data's dtype.
+        """
         self.nfe, self.t_last = self.nfe + 1, t
         t_score = t.to(self.score_dtype).expand(x.shape[0])
 
@@ -97,13 +117,7 @@ class AugmentedFlow:
             raise SolverError(f"score_fn returned non-finite values at t = {t.item():.6g} in "
                               f"{describe_samples(bad, x.shape[0])}; check the model at this "
                               "time", samples=bad, t=t.item(), setting=None)
-        velocity = self.sde.probability_flow_drift(x, t.expand(x.shape[0]), score.to(x.dtype),
-                                                   check=False)
-        f, g2 = self.sde.drift_coef(t, check=False), self.sde.diffusion(t, check=False) ** 2
-        d_delta = f * self.n - 0.5 * g2 * div_s.to(x.dtype)  # div v = f N - g^2 / 2 div s
-        if not self.per_coordinate:
-            return velocity, d_delta
-        return velocity, d_delta, -0.5 * g2 * terms.to(x.dtype)
+        return score, div_s, terms
 
     def per_sample_norm(self, scaled_error: tuple[Tensor, ...]) -> Tensor:
         """max over samples of max(RMS of x error, RMS of Delta error), both already / tolerance."""
