@@ -84,9 +84,9 @@ def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int, t_e
     grid = SDEGrid(flow.sde, log_snr_uniform(flow.sde, steps, t_eps=t_eps))  # T -> t_eps
     alpha, sigma, lam = (grid.floats(name)[::-1] for name in ("alpha", "sigma", "lam"))
     ts = grid.times_like(x).flip(0)
-    steps_w, unic = multistep_coefficients(alpha, sigma, lam, [min(order, i + 1) for i in
-                                                               range(steps)],
-                                           predictor="unip", corrector="unipc")
+    orders = [min(order, i + 1) for i in range(steps)]
+    steps_w, unic = multistep_coefficients(alpha, sigma, lam, orders, predictor="unip",
+                                           corrector="unipc")
     quad = [-w * s ** 2 for w, s in zip(interpolatory_weights([-v for v in lam]), sigma)]
     delta = coords = None
     x_prev, ms = x, []  # ms: x0_hat at the previous nodes, newest first
