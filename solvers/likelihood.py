@@ -11,7 +11,9 @@ batched solve (in log-SNR time when the SDE's coefficients jump in t, see `solve
 z = x(T) is the latent and NLL = -(log pi(z) + Delta(T)) in nats. The NLL is that of
 the model's time-t_eps marginal, the density the ODE defines; with the exact score and the exact
 p_T as pi it is -log p_{t_eps}(x). The augmented field and the two error controls (per sample, or
-score_sde_pytorch's batch as one vector) are in `solvers.likelihood_flow`.
+score_sde_pytorch's batch as one vector) are in `solvers.likelihood_flow`. With method="unipc" the
+same z and Delta(T) come from a fixed log-SNR grid instead, UniPC for x and a quadrature in
+log-SNR for Delta (`solvers.likelihood_grid`): steps + 1 evaluations, no tolerance.
 
 Error bars (P >= 2 Hutchinson probes). Redrawn at every evaluation (`redraw_probes`, see
 `solvers.likelihood_flow`), each probe column is a sum of many independent node errors, close to
@@ -294,7 +296,7 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             z, delta, coords = solve_on_grid(flow, x.to(dtype), steps=steps, order=order,
                                              t_eps=t_eps)
         else:
-            z, delta, coords = _solve_adaptive(flow, x.to(dtype), probes=probes, method=method,
+            z, delta, coords = _solve_torchdiffeq(flow, x.to(dtype), probes=probes, method=method,
                                                rtol=rtol, atol=atol, max_steps=max_steps,
                                                step_size=step_size)
         nlls = -(prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
@@ -307,7 +309,7 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                                 probes=0 if probe is None else probes, redrawn=redraw)
 
 
-def _solve_adaptive(flow: AugmentedFlow, x: Tensor, *, probes: int, method: str, rtol: float,
+def _solve_torchdiffeq(flow: AugmentedFlow, x: Tensor, *, probes: int, method: str, rtol: float,
                     atol: float, max_steps: int, step_size: float | None
                     ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The flow from t_eps to T by torchdiffeq (x in the state's dtype): (z (B, *D), Delta (B, P),
