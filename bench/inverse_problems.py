@@ -12,8 +12,11 @@ n ~ N(0, s_y^2 I), `GaussianMixture.condition(A, y, s_y)` is the exact posterior
 y = A x + n is, of 200 draws x of the prior, the one whose exact posterior spreads its mass most
 evenly over the modes (the largest entropy of the posterior weights): the hard, multimodal case.
 Methods (`solvers.measurement_guidance`): dps, pigdm
-(data_std = the prior's mean per-coordinate std), replacement (masks only), and "exact", the exact
-posterior's own score (the sampler's discretization error alone). Each runs Euler-Maruyama on the
+(data_std = the prior's mean per-coordinate std) with the network's Jacobian d x0_hat / d x_t (a
+backward pass through the score, the papers' form) and with jacobian="gaussian" ("dps gaussian J",
+"pigdm gaussian J": its value under an N(m, data_std^2 I) prior, the CLI's default), replacement
+(masks only), and "exact", the exact posterior's own score (the sampler's discretization error
+alone). Each runs Euler-Maruyama on the
 VP SDE from n prior draws to t_eps = 1e-3 with NFE steps.
 Columns, against the exact posterior:
   mean     ||mean - mean_true|| / sqrt(tr Cov_true)
@@ -116,13 +119,16 @@ def main() -> None:
             floor = errors(post.sample(args.n, generator=g), post, truth)
             print(f"| draws | - | {floor['mean']:.3f} | {floor['cov']:.3f} | "
                   f"{floor['modes']:.3f} | {floor['sw2']:.3f} | - |")
-            methods = ["exact", "dps", "pigdm"] + (["replacement"] if op.known is not None else [])
+            methods = (["exact", "dps", "pigdm", "dps gaussian J", "pigdm gaussian J"]
+                       + (["replacement"] if op.known is not None else []))
             for method in methods:
                 if method == "exact":
                     score = functools.partial(post.score, sde=sde)
                 else:
+                    base, _, jac = method.partition(" ")
                     score = measurement_guidance(sde, functools.partial(prior.score, sde=sde), op,
-                                                 y, noise, method=method, data_std=data_std)
+                                                 y, noise, method=base, data_std=data_std,
+                                                 jacobian="gaussian" if jac else "network")
                 for nfe in nfes:
                     x_T = sde.prior_sample((args.n, *prior.means.shape[1:]),
                                            generator=torch.Generator().manual_seed(1), dtype=D64)
