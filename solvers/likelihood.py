@@ -232,7 +232,9 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             adaptive ("dopri5", ...) or fixed-step (needs step_size); or "unipc": `steps` steps
             uniform in log-SNR, UniPC for the path and a 4th-order quadrature in log-SNR for the
             divergence (`solvers.likelihood_grid`): steps + 1 evaluations and no error control,
-            the cheapest route to a given error on trained networks (bench/README.md).
+            the cheapest route to a given mean error on trained networks (bench/README.md); a
+            point whose path runs between modes can need far more steps than the rest (compare
+            two step counts; the adaptive solve bounds every point).
         rtol: relative tolerance of the adaptive solver.
         atol: absolute tolerance of the adaptive solver.
         t_eps: the ODE runs from t_eps to T (log p_0 is singular for VP as t -> 0).
