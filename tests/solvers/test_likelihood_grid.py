@@ -146,3 +146,15 @@ def test_bits_per_dim_on_the_grid():
                        divergence="hutchinson", probes=2, generator=torch.Generator().manual_seed(1))
     assert res.nfe == 9 and res.bpd.shape == (3,) and res.stderr is not None
     assert bool(torch.isfinite(res.bpd).all())
+
+
+def test_redraw_default_is_fixed_for_torchdiffeq_and_redrawn_on_the_grid():
+    """redraw_probes=None gives score_sde's fixed probes in a dopri5 solve and redrawn probes on
+    the grid: the same numbers as the explicit settings, bit for bit."""
+    sde, gm, x, _ = _mixture_case("vp")
+    for method, explicit in (("dopri5", False), ("unipc", True)):
+        runs = [log_likelihood(sde, exact_score(gm, sde), x[:8], divergence="hutchinson",
+                               probes=2, method=method, rtol=1e-3, atol=1e-3, steps=8,
+                               redraw_probes=redraw, generator=torch.Generator().manual_seed(3))
+                for redraw in (None, explicit)]
+        assert torch.equal(runs[0].nll, runs[1].nll) and runs[0].redrawn == explicit
