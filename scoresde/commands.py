@@ -60,6 +60,7 @@ from score_sde.pretrained import UNIT
 from score_sde.restoration import sample_restorations
 from score_sde.samples import meta_path, save_samples
 from score_sde.sde_lib import SDE
+from score_sde.solvers.likelihood import GRID_METHODS
 from score_sde.tuned import load_grid, on_grid, save_grid, tune
 
 
@@ -317,7 +318,8 @@ def likelihood(cfg: DictConfig) -> ev.NLLReport | None:
                                               f"(step {src.step})")
     probes = f", {cfg.probes} probe{'s' * (cfg.probes > 1)} per point" \
         if kw["divergence"] == "hutchinson" else ""
-    steps = f"step_size={cfg.step_size}" if cfg.step_size else f"rtol={cfg.rtol}"
+    steps = (f"{cfg.steps} steps" if cfg.method in GRID_METHODS else
+             f"step_size={cfg.step_size}" if cfg.step_size else f"rtol={cfg.rtol}")
     log.info(f"{data.name} {cfg.data.split} ({rep.n} points), {what}, {kw['divergence']} "
              f"divergence{probes}, {cfg.method} {steps}: {seconds:.1f} s")
     if src.record.get("data_range") not in (None, list(UNIT)):

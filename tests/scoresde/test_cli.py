@@ -119,8 +119,10 @@ def test_train_sample_likelihood(tmp_path, capsys):
         nll[redraw] = read_metrics(run, "likelihood")[-1]["nll"]
     assert nll["true"] != nll["false"]  # the same seed, other probes after the first evaluation
     # the log-SNR grid: steps + 1 evaluations, and a bad setting named with its fix
+    capsys.readouterr()
     assert main(["likelihood", f"run={run}", "data.n=4", "method=unipc", "steps=8"]) == 0
     assert read_metrics(run, "likelihood")[-1]["nfe"] == 9
+    assert "unipc 8 steps" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["likelihood", f"run={run}", "data.n=4", "method=unipc", "order=7"]) == 2
     assert "order" in capsys.readouterr().err
