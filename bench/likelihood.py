@@ -132,23 +132,18 @@ def score_sde_rk45(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, 
     return -(prior_logp(zp[:-b].reshape(shape)) + zp[-b:]), 2 * sol.nfev
 
 
-def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, **kwargs
+def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, setting: float, **kwargs
          ) -> tuple[torch.Tensor, int]:
-    res = log_likelihood(sde, score_fn, x, rtol=tol, atol=tol, t_eps=T_EPS, prior_logp=prior_logp,
-                         generator=torch.Generator().manual_seed(0), **kwargs)
-    return res.nll, res.nfe
-
-
-def ours_grid(sde: SDE, score_fn, x: torch.Tensor, prior_logp, steps: int, **kwargs
-              ) -> tuple[torch.Tensor, int]:
-    res = log_likelihood(sde, score_fn, x, method="unipc", steps=int(steps), t_eps=T_EPS,
-                         prior_logp=prior_logp, generator=torch.Generator().manual_seed(0),
-                         **kwargs)
+    """solvers.log_likelihood with rtol = atol = setting, or steps = setting on the grid."""
+    swept = ({"steps": int(setting)} if kwargs.get("method") == "unipc"
+             else {"rtol": setting, "atol": setting})
+    res = log_likelihood(sde, score_fn, x, t_eps=T_EPS, prior_logp=prior_logp,
+                         generator=torch.Generator().manual_seed(0), **swept, **kwargs)
     return res.nll, res.nfe
 
 
 def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Callable, dict]]:
-    """name -> (side, method, settings without the tolerance)."""
+    """name -> (side, method, settings without the tolerance or the grid's steps)."""
     out = {}
     for p in probe_counts:
         out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
@@ -162,14 +157,14 @@ def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Ca
         if p > 1:
             out[f"ours hutch P={p} fixed per_sample + error bars"] = ("ours", ours, {
                 "divergence": "hutchinson", "probes": p, "redraw_probes": False})
-        out[f"ours unipc P={p} redrawn"] = ("ours", ours_grid, {
-            "divergence": "hutchinson", "probes": p, "redraw_probes": True})
+        out[f"ours unipc P={p} redrawn"] = ("ours", ours, {
+            "method": "unipc", "divergence": "hutchinson", "probes": p, "redraw_probes": True})
     if dim <= 64:
         for dtype in ("float32", "float64"):
             out[f"ours exact {dtype}"] = ("ours", ours, {"divergence": "exact",
                                                           "state_dtype": dtype})
-        out["ours unipc exact float64"] = ("ours", ours_grid, {"divergence": "exact",
-                                                                "state_dtype": "float64"})
+        out["ours unipc exact float64"] = ("ours", ours, {"method": "unipc", "divergence": "exact",
+                                                          "state_dtype": "float64"})
     return out
 
 

@@ -83,7 +83,7 @@ def _model_times(grid: SDEGrid, eval_ts: Tensor | None, x: Tensor
             sde.sigma(eval_ts, check=False).tolist())
 
 
-def combine(terms: list[tuple[float, Tensor]]) -> Tensor:
+def _combine(terms: list[tuple[float, Tensor]]) -> Tensor:
     """sum_j c_j v_j for terms (c_j, v_j): one new tensor, updated in place."""
     (c, v), rest = terms[0], terms[1:]
     out = v * c
@@ -197,6 +197,22 @@ def multistep_coefficients(alpha: list[float], sigma: list[float], lam: list[flo
     return steps_w, unic
 
 
+def multistep_predict(coefficients: tuple[float, list[float]], x: Tensor, ms: list[Tensor]
+                      ) -> Tensor:
+    """One predictor step x -> c_x x + sum_j c_j ms[j] (coefficients of `multistep_coefficients`,
+    ms the x0_hat of the nodes so far, newest first)."""
+    c_x, c_hist = coefficients
+    return _combine([*([(c_x, x)] if c_x else []), *zip(c_hist, ms)])
+
+
+def unic_correct(coefficients: tuple[float, list[float], float], x_prev: Tensor,
+                 ms: list[Tensor], m: Tensor) -> Tensor:
+    """UniC: the last step redone from x_prev with m, the x0_hat at its end, as one more node
+    (coefficients of `multistep_coefficients`, ms the earlier nodes' x0_hat, newest first)."""
+    c_prev, c_hist, c_new = coefficients
+    return _combine([(c_prev, x_prev), *zip(c_hist, ms), (c_new, m)])
+
+
 @torch.no_grad()
 def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, ...], *,
                          order: int = 2, steps: int = 20, t_eps: float = 1e-3,
@@ -260,12 +276,10 @@ def dpm_solver_multistep(sde: SDE, score_fn: ScoreFn, x_T: Tensor | tuple[int, .
     for i in range(n):
         m = x0_from_score(x, score(x, model_t[i].expand(batch)), model_alpha[i], model_sigma[i])
         if unic and i > 0:
-            c_prev, c_hist, c_new = unic[i - 1]
-            x = combine([(c_prev, x_prev), *zip(c_hist, ms), (c_new, m)])
+            x = unic_correct(unic[i - 1], x_prev, ms, m)
         ms = [m, *ms[:2]]
         x_prev = x
-        c_x, c_hist = steps_w[i]
-        x = combine([*([(c_x, x)] if c_x else []), *zip(c_hist, ms)])
+        x = multistep_predict(steps_w[i], x, ms)
         log.record(i + 1, times[i + 1], x)
     return log.result(x, score.nfe)
 

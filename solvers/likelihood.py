@@ -298,9 +298,9 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
             z, delta, coords = solve_on_grid(flow, x.to(dtype), steps=steps, order=order,
                                              t_eps=t_eps)
         else:
-            z, delta, coords = _solve_torchdiffeq(flow, x.to(dtype), probes=probes, method=method,
-                                               rtol=rtol, atol=atol, max_steps=max_steps,
-                                               step_size=step_size)
+            z, delta, coords = _solve_torchdiffeq(flow, x.to(dtype), method=method, rtol=rtol,
+                                                  atol=atol, max_steps=max_steps,
+                                                  step_size=step_size)
         nlls = -(prior_log_prob(prior_logp, sde, z)[:, None] + delta)  # (B, P)
         stderr = None
         if per_coordinate:  # module doc: 2 sum_i var_probes(c_i) / P
@@ -311,9 +311,9 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                                 probes=0 if probe is None else probes, redrawn=redraw)
 
 
-def _solve_torchdiffeq(flow: AugmentedFlow, x: Tensor, *, probes: int, method: str, rtol: float,
-                    atol: float, max_steps: int, step_size: float | None
-                    ) -> tuple[Tensor, Tensor, Tensor | None]:
+def _solve_torchdiffeq(flow: AugmentedFlow, x: Tensor, *, method: str, rtol: float, atol: float,
+                       max_steps: int, step_size: float | None
+                       ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The flow from t_eps to T by torchdiffeq (x in the state's dtype): (z (B, *D), Delta (B, P),
     the per-coordinate integrals (P, B, N) or None)."""
     sde, b = flow.sde, x.shape[0]
@@ -327,7 +327,8 @@ def _solve_torchdiffeq(flow: AugmentedFlow, x: Tensor, *, probes: int, method: s
                    "step_t": ts[1:].to(torch.float64)}  # stop exactly at T, never beyond
     else:
         options = {"step_size": step_size}
-    state0 = (x, x.new_zeros(b, 1 if flow.probes is None else probes))
+    probes = 1 if flow.probes is None else len(flow.probes)
+    state0 = (x, x.new_zeros(b, probes))
     if flow.per_coordinate:
         state0 += (x.new_zeros(probes, b, x[0].numel()),)
     try:

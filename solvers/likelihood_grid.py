@@ -29,8 +29,13 @@ import math
 
 from torch import Tensor
 
-from score_sde.sde_lib import SDEGrid, check_int, x0_from_score
-from score_sde.solvers.exponential import combine, moment_weights, multistep_coefficients
+from score_sde.sde_lib import SDEGrid, x0_from_score
+from score_sde.solvers.exponential import (
+    moment_weights,
+    multistep_coefficients,
+    multistep_predict,
+    unic_correct,
+)
 from score_sde.solvers.grids import log_snr_uniform
 from score_sde.solvers.likelihood_flow import AugmentedFlow
 
@@ -78,7 +83,6 @@ def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int, t_e
         (z = x(T) (B, *D), Delta (B, P), the per-coordinate integrals (P, B, N) or None), in x's
         dtype.
     """
-    check_int("steps", steps)
     if isinstance(order, bool) or order not in GRID_ORDERS:
         raise ValueError(f"order must be one of {GRID_ORDERS}, got {order!r}")
     grid = SDEGrid(flow.sde, log_snr_uniform(flow.sde, steps, t_eps=t_eps))  # T -> t_eps
@@ -98,12 +102,10 @@ def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int, t_e
         if i == steps:
             break
         m = x0_from_score(x, score.to(x.dtype), alpha[i], sigma[i])
-        if i > 0:  # UniC: redo the last step with x0_hat at its end
-            c_prev, c_hist, c_new = unic[i - 1]
-            x = combine([(c_prev, x_prev), *zip(c_hist, ms), (c_new, m)])
+        if i > 0:
+            x = unic_correct(unic[i - 1], x_prev, ms, m)
         ms = [m, *ms[:order - 1]]
         x_prev = x
-        c_x, c_hist = steps_w[i]
-        x = combine([(c_x, x), *zip(c_hist, ms)])
+        x = multistep_predict(steps_w[i], x, ms)
     delta = delta + flow.n * math.log(alpha[-1] / alpha[0])
     return x, delta, coords
