@@ -1,4 +1,5 @@
-"""Samplers on a trained digits model: ours against diffusers' schedulers, same model, same x_T.
+"""Samplers on a trained digits model: ours against diffusers' schedulers and k-diffusion's samplers,
+same model, same x_T.
 
     OMP_NUM_THREADS=1 python bench/digits_samplers.py --run <digits-vp run folder> [--n 1000]
         [--nll-n 50] [--tune-pilot 100] [--ours "dpm_solver_multistep:order=3,corrector=unipc,
@@ -16,7 +17,9 @@ bench/samplers.py (`diffusers_sampler`: timestep k is our t = (k + 1) / 1000, so
 is t_eps = 1e-3; eps = -sigma(t) score) in its recommended configurations
 (`samplers.RECOMMENDED`, DDIM trailing), all ending at noise 0 (final sigma 0, DDIM's
 set_alpha_to_one); Euler / Heun (Karras sigmas) step in sigma = rho = sigma(t) / alpha(t) on
-x / alpha (`scale_model_input` gives the model x), here.
+x / alpha (`scale_model_input` gives the model x), here. k-diffusion's samplers run as
+bench/kdiffusion.py says (Karras sigmas from sigma(T) / alpha(T) to sigma(t_eps) / alpha(t_eps),
+then noise 0; DPM fast ends at t_eps).
 Measures per (sampler, NFE):
   FD      Frechet distance in the digits judge's features (`score_sde.fid.distances`, features
           "judge": the logits of the logistic regression fitted on the training digits) between
@@ -42,6 +45,7 @@ import time
 from collections.abc import Callable
 
 import diffusers
+import kdiffusion
 import torch
 import torchdiffeq
 from heldout import DEFAULT
@@ -158,7 +162,8 @@ def main() -> None:
     ref_x = ref.x.flatten(1)
     ref_zero = to_noise_zero(sde, flat_score, ref_x, T_EPS, float(run.cfg.train.t_eps))
     print(f"# machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}, 1 thread; run {args.run} (step {run.step}, EMA); "
+          f"diffusers {diffusers.__version__}, k-diffusion {kdiffusion.version()}, 1 thread; "
+          f"run {args.run} (step {run.step}, EMA); "
           f"n = {args.n}, NLL of {args.nll_n}")
     print(f"# PF-ODE reference: dopri5 at {REF_TOL}, {ref.nfe} NFE, {time.process_time() - clock:.0f}"
           f" s of process time so far; reference to noise 0 moves it by RMS "
@@ -246,6 +251,9 @@ def main() -> None:
     for name, (cls, cfg) in SIGMA_PEERS.items():
         row(name, [sigma_space_sampler(cls, sde, flat_score, flat_T, k, **cfg) for k in nfes],
             ref_zero)
+    for name in kdiffusion.SAMPLERS:
+        row(name, [kdiffusion.sample(name, sde, flat_score, flat_T, k, T_EPS) for k in nfes],
+            ref_x if "sigma_min" in name else ref_zero)
 
     formats = {
         "FD to the test digits (judge features)": lambda m: f"{m['fd']:.3f}",

@@ -9,14 +9,15 @@ Dirichlet(1) weights, means N(0, sep^2 I) with sep in [0.5, 3], per-axis stds in
 draws of p_T at T = 1, each sampler at NFE 5 / 10 / 20 / 50. Ours is the default fixed configuration
 DEFAULT, `dpm_solver_multistep(order=3, corrector="unipc", predictor="unip", grid="log_snr_window")`
 (UniPC-3 with its own predictor, bh2, on `grids.log_snr_window` with its default stretch = 3), to
-t_eps = 1e-3; diffusers runs as in
-bench/samplers.py (its sigma_min rows end at t_eps, its recommended rows, final sigma 0, are judged
-against the PF-ODE continued to noise 0). Per sample: err = ||x - x_ref|| / sqrt(D), x_ref the PF-ODE
-solution by dopri5 at 1e-9 from the same x_T, and a mode flip when the most probable component of x
-differs from x_ref's. Cells pool every sample of every mixture: median err / RMS err / flip fraction;
-below each table, ours / the best peer (the lowest median and the lowest RMS of the PEERS, each its own
-best) per NFE. `--also` adds CANDIDATES rows (e.g. "unipc 3 (window x 3)", the previous default:
-DPM-Solver++ 3M's predictor with UniC).
+t_eps = 1e-3; diffusers runs as in bench/samplers.py (its sigma_min rows end at t_eps, its
+recommended rows, final sigma 0, are judged against the PF-ODE continued to noise 0) and k-diffusion
+as in bench/kdiffusion.py (Karras sigmas to noise 0, judged like diffusers' final-sigma-0 rows; DPM
+fast to t_eps). Per sample: err = ||x - x_ref|| / sqrt(D), x_ref the PF-ODE solution by dopri5 at
+1e-9 from the same x_T, and a mode flip when the most probable component of x differs from x_ref's.
+Cells pool every sample of every mixture: median err / RMS err / flip fraction; below each table,
+ours / the best peer (the lowest median and the lowest RMS of the diffusers and k-diffusion rows,
+each its own best) per NFE. `--also` adds CANDIDATES rows (e.g. "unipc 3 (window x 3)", the
+previous default: DPM-Solver++ 3M's predictor with UniC).
 
 `--select` (refused on the held-out seeds) runs every CANDIDATE instead: orders 2 / 3, corrector none /
 UniPC, and UniPC-3 with its own predictor ("unip+unic 3", bh2 and bh1), on `log_snr_window` with
@@ -33,6 +34,7 @@ import math
 from collections.abc import Callable
 
 import diffusers
+import kdiffusion
 import torch
 from samplers import T_EPS, diffusers_sampler, exact_draw, ode_limit
 
@@ -56,6 +58,7 @@ PEERS = {
         diffusers.DPMSolverMultistepScheduler, dict(
             solver_order=2, algorithm_type="dpmsolver++", lower_order_final=True)),
 }
+PEER_LABELS = (*PEERS, *kdiffusion.SAMPLERS)  # the best peer is the best of these
 Sampler = Callable[[SDE, Callable, torch.Tensor, int], torch.Tensor]  # (sde, score, x_T, NFE) -> x
 
 
@@ -103,7 +106,7 @@ def family_mixture(i: int, seed_base: int = HELD_OUT) -> GaussianMixture:
 def evaluate(gm: GaussianMixture, sde: SDE, n: int, seed: int, ours: dict[str, Sampler]
              ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """sampler -> per NFE, (per-sample err (n,), per-sample mode flip (n,)) on one mixture, for
-    `ours` and the PEERS."""
+    `ours` and the peers (diffusers, k-diffusion)."""
     def score(x, t):
         return gm.score(x, t, sde)
 
@@ -126,6 +129,9 @@ def evaluate(gm: GaussianMixture, sde: SDE, n: int, seed: int, ours: dict[str, S
     for label, (cls, cfg) in PEERS.items():
         rows[label] = judged([diffusers_sampler(cls, sde, score, x_T, k, **cfg)[0] for k in NFES],
                              cfg.get("final_sigmas_type", "zero") == "zero")
+    for label in kdiffusion.SAMPLERS:
+        rows[label] = judged([kdiffusion.sample(label, sde, score, x_T, k, T_EPS)[0]
+                              for k in NFES], "sigma_min" not in label)
     return rows
 
 
@@ -153,7 +159,7 @@ def pooled(sde: SDE, mixtures: int, n: int, seed_base: int, ours: dict[str, Samp
 def ratios(stats: dict[str, list[tuple[float, float, float]]], label: str
            ) -> list[tuple[float, float]]:
     """Per NFE, (median err, RMS err) of `label` over the best peer's (each its own best)."""
-    best = [(min(stats[p][j][0] for p in PEERS), min(stats[p][j][1] for p in PEERS))
+    best = [(min(stats[p][j][0] for p in PEER_LABELS), min(stats[p][j][1] for p in PEER_LABELS))
             for j in range(len(NFES))]
     return [(m / bm, r / br) for (m, r, _), (bm, br) in zip(stats[label], best)]
 

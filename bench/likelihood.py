@@ -20,6 +20,11 @@ as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol
                         Hutchinson divergence from two separate score evaluations; its probes
                         (Rademacher) drawn once and fixed (k = 1 is score_sde_pytorch; k > 1
                         averages k vector-Jacobian products, the same code otherwise)
+    k-diffusion dopri5 P=1
+                        k-diffusion's own `sampling.log_likelihood` (bench/kdiffusion.py): torchdiffeq
+                        dopri5 in sigma / alpha on x / alpha with rtol = atol, one Rademacher
+                        probe fixed through the solve, drift and divergence from one evaluation;
+                        its N(0, sigma_max^2) prior swapped for the exact log p_T
     ours hutch P=k fixed <c>
                         solvers.log_likelihood(divergence="hutchinson", probes=k,
                         error_control=c, error_bars=False): probes held through the solve as
@@ -38,8 +43,8 @@ as the prior and t_eps = 1e-5, and is run at each of its tolerances (rtol = atol
 estimator error. Time is process CPU time (time.process_time, so other jobs on a shared machine do
 not count), the median over `repeats` rounds that run every configuration once in turn
 (interleaved), after one warm-up round. The front table gives, at each error level score_sde's
-method reaches (then at levels below its best), the cheapest configuration of each side whose
-mean per-point error is at or below it.
+or k-diffusion's method reaches (then at levels below their best), the cheapest configuration of
+each side whose mean per-point error is at or below it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import kdiffusion
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
@@ -62,6 +68,7 @@ T_EPS = 1e-5
 SHAPES = {2: (2,), 64: (1, 8, 8), 3072: (3, 32, 32)}
 BATCH = {2: 64, 64: 32, 3072: 8}
 LEVELS = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3)
+PEER_SIDES = ("score_sde", "k-diffusion")
 Run = Callable[[], tuple[torch.Tensor, int]]
 
 
@@ -132,6 +139,14 @@ def score_sde_rk45(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float, 
     return -(prior_logp(zp[:-b].reshape(shape)) + zp[-b:]), 2 * sol.nfev
 
 
+def kdiffusion_dopri5(sde: SDE, score_fn, x: torch.Tensor, prior_logp, tol: float
+                      ) -> tuple[torch.Tensor, int]:
+    """k-diffusion's `log_likelihood` with the exact prior (bench/kdiffusion.py), its probe drawn
+    from torch's generator seeded 0; returns (nll (B,), score evaluations)."""
+    torch.manual_seed(0)
+    return kdiffusion.log_likelihood(sde, score_fn, x, T_EPS, tol, prior_logp)
+
+
 def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, setting: float, **kwargs
          ) -> tuple[torch.Tensor, int]:
     """solvers.log_likelihood with rtol = atol = setting, or steps = setting on the grid."""
@@ -144,7 +159,7 @@ def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, setting: float, **kwar
 
 def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Callable, dict]]:
     """name -> (side, method, settings without the tolerance or the grid's steps)."""
-    out = {}
+    out = {"k-diffusion dopri5 P=1": ("k-diffusion", kdiffusion_dopri5, {})}
     for p in probe_counts:
         out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
         for control in ("batch", "per_sample"):
@@ -240,28 +255,32 @@ def setting(value: float) -> str:
 
 
 def print_front(rows: list[tuple[str, str, float, float, float]]) -> None:
-    """At each error level score_sde's method reaches (the mean errors of its Pareto-optimal
-    configurations), then at LEVELS below its best: the cheapest configuration of each side whose
-    mean per-point error is at or below the level, and ours' CPU time over score_sde's.
-    rows: (side, name, tol, mean err, CPU s)."""
-    peer = sorted((r for r in rows if r[0] == "score_sde"), key=lambda r: r[4])
-    pareto = [r for k, r in enumerate(peer) if all(r[3] < q[3] for q in peer[:k])]
-    levels = [r[3] for r in pareto]
+    """At each error level a peer reaches (the mean errors of score_sde's Pareto-optimal
+    configurations, then k-diffusion's), then at LEVELS below the best of them: the cheapest
+    configuration of each side whose mean per-point error is at or below the level, and ours' CPU
+    time over each peer's. rows: (side, name, tol, mean err, CPU s)."""
+    levels = []
+    for peer in PEER_SIDES:
+        ranked = sorted((r for r in rows if r[0] == peer), key=lambda r: r[4])
+        levels += [r[3] for k, r in enumerate(ranked) if all(r[3] < q[3] for q in ranked[:k])]
+    levels = sorted(set(levels), reverse=True)
     levels += [v for v in LEVELS if v < min(levels, default=float("inf"))]
-    print("| level (nats) | score_sde | ours | CPU ours / score_sde |")
-    print("|---|---|---|---|")
+    print("| level (nats) | " + " | ".join(PEER_SIDES) + " | ours | "
+          + " | ".join(f"CPU ours / {peer}" for peer in PEER_SIDES) + " |")
+    print("|---|" + "---|" * (2 * len(PEER_SIDES) + 1))
     for level in levels:
         best = {}
-        for side in ("score_sde", "ours"):
+        for side in (*PEER_SIDES, "ours"):
             ok = [r for r in rows if r[0] == side and r[3] <= level]
             best[side] = min(ok, key=lambda r: r[4]) if ok else None
-        if not (best["ours"] or best["score_sde"]):
+        if not any(best.values()):
             continue
         cells = [f"{r[1]} {setting(r[2])}: {r[4]:.3f} s" if r else "not reached"
-                 for r in (best["score_sde"], best["ours"])]
-        ratio = (f"{best['ours'][4] / best['score_sde'][4]:.2f}"
-                 if best["ours"] and best["score_sde"] else "-")
-        print(f"| {level:.3g} | {cells[0]} | {cells[1]} | {ratio} |", flush=True)
+                 for r in (*(best[p] for p in PEER_SIDES), best["ours"])]
+        ratios = [f"{best['ours'][4] / best[p][4]:.2f}" if best["ours"] and best[p] else "-"
+                  for p in PEER_SIDES]
+        print(f"| {level:.3g} | " + " | ".join(cells + ratios) + " |", flush=True)
+
 
 if __name__ == "__main__":
     main()

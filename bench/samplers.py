@@ -1,4 +1,5 @@
-"""Samplers on the exact-score Gaussian mixture, against diffusers' schedulers on the same eps model.
+"""Samplers on the exact-score Gaussian mixture, against diffusers' schedulers and k-diffusion's
+samplers on the same model.
 
     OMP_NUM_THREADS=1 python bench/samplers.py [--n 2000] [--dims 2,16] [--sdes vp,ve] [--quick]
 
@@ -18,8 +19,11 @@ PF-ODE in y is the PF-ODE in x, so the schedulers solve the same problem.
 seed), with Powell's search on the pilot for SEARCH_EVALS[NFE] sampler runs ("+ search"), and with
 the model's evaluation times searched too ("shifted t", `shift=True`); the grid is judged on the n
 evaluation draws, which it never saw; the tuning's seconds are printed per problem.
-The summary table gives, per NFE, the best ode_err of ours and of diffusers and their ratio, and
-the same for our fixed grids alone (no pilot).
+k-diffusion's samplers run as bench/kdiffusion.py says (EDM's variables, Karras sigmas, a last step
+to noise 0, judged against the PF-ODE continued to noise 0 like diffusers' recommended rows; DPM
+fast ends at t_eps). The summary table gives, per NFE, the best ode_err of ours and of the peers
+(every diffusers and k-diffusion row) and their ratio, and the same for our fixed grids alone (no
+pilot).
 The per-step overhead of the loops is measured by bench/overhead.py.
 """
 
@@ -32,6 +36,7 @@ import platform
 import time
 
 import diffusers
+import kdiffusion
 import torch
 import torchdiffeq
 import torchsde
@@ -180,8 +185,8 @@ def ode_limit(gm: GaussianMixture, sde: SDE, x: torch.Tensor, t: float) -> torch
 
 def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0,
                    peers_only: bool = False):
-    """Rows (name, cells) of ode_err / sw2, and the best ode_err per NFE of ours and of diffusers
-    (peers_only: the diffusers rows alone, the recommended configurations included)."""
+    """Rows (name, cells) of ode_err / sw2, and the best ode_err per NFE of ours and of the peers
+    (peers_only: the peers' rows alone, diffusers' recommended configurations included)."""
     gm = mixture(dim)
 
     def score(x, t):
@@ -196,7 +201,7 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0,
         "ddpm_ancestral": lambda k: solvers.ddpm_ancestral(sde, score, x_T, steps=k, generator=g),
     }
     pilot = exact_draw(gm, sde, N_PILOT, 1.0, torch.Generator().manual_seed(seed + 1))
-    rows, best = [], {kind: [math.inf] * len(nfes) for kind in ("ours", "fixed", "diffusers")}
+    rows, best = [], {kind: [math.inf] * len(nfes) for kind in ("ours", "fixed", "peers")}
 
     def row(name, results, kind=None, target=ref):
         cells = []
@@ -241,12 +246,15 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0,
                                  shift=shift).kwargs)), "ours")
     tuning_s = time.perf_counter() - start
     for name, (cls, cfg) in PEERS.items():
-        row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes], "diffusers")
+        row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes], "peers")
+    limit = ode_limit(gm, sde, ref, T_EPS)
+    for name in kdiffusion.SAMPLERS:
+        row(name, [kdiffusion.sample(name, sde, score, x_T, k, T_EPS) for k in nfes], "peers",
+            target=ref if "sigma_min" in name else limit)
     if peers_only:
-        limit = ode_limit(gm, sde, ref, T_EPS)
         for name, (cls, cfg) in RECOMMENDED.items():
             row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes],
-                "diffusers", target=limit)
+                "peers", target=limit)
     row("PF-ODE reference (dopri5, 1e-9)", [(ref, k) for k in nfes])
     floor = torch.tensor([sliced_w2(exact_draw(gm, sde, n, T_EPS, g), truth) for _ in range(10)])
     rows.append(("exact draws (noise floor: mean +- sd of 10)",
@@ -261,7 +269,7 @@ def main():
     parser.add_argument("--sdes", default="vp,ve", help="SDEs, comma-separated: vp, ve")
     parser.add_argument("--quick", action="store_true", help="2-D VP only, NFE 10 and 50")
     parser.add_argument("--peers-only", action="store_true",
-                        help="diffusers' rows only, with its recommended configurations")
+                        help="the peers' rows only, with diffusers' recommended configurations")
     args = parser.parse_args()
     torch.set_num_threads(1)
     nfes = [10, 50] if args.quick else [5, 10, 20, 50]
@@ -269,8 +277,8 @@ def main():
     sdes = {"vp": VPSDE, "ve": VESDE}
     names = ["vp"] if args.quick else args.sdes.split(",")
     print(f"# machine: {platform.processor() or platform.machine()}, torch "
-          f"{torch.__version__}, diffusers {diffusers.__version__}, torchsde "
-          f"{torchsde.__version__}, 1 thread; n = {args.n}\n")
+          f"{torch.__version__}, diffusers {diffusers.__version__}, k-diffusion "
+          f"{kdiffusion.version()}, torchsde {torchsde.__version__}, 1 thread; n = {args.n}\n")
     summary = []
     for name in names:
         for dim in dims:
@@ -287,13 +295,13 @@ def main():
             summary.append((title, best))
     for kind, what in () if args.peers_only else (
             ("ours", "ours"), ("fixed", "ours on fixed grids (no pilot)")):
-        print(f"## best ode_err of {what} / best of diffusers (ratio) at NFE "
+        print(f"## best ode_err of {what} / best of the peers (ratio) at NFE "
               + " / ".join(map(str, nfes)))
         print("| problem | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
         print("|---|" + "---|" * len(nfes))
         for title, best in summary:
             print(f"| {title} | " + " | ".join(f"{o:.1e} / {d:.1e} ({o / d:.2f})" for o, d in
-                                               zip(best[kind], best["diffusers"])) + " |")
+                                               zip(best[kind], best["peers"])) + " |")
         print()
 
 

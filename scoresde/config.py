@@ -385,8 +385,8 @@ def _check_device(device: str) -> None:
 def _check_nll(s: Any, prefix: str) -> None:
     """The NLLSettings of `s`, their keys written with `prefix` ("eval." or "")."""
     from score_sde.solvers.likelihood import DIVERGENCES, GRID_METHODS, STATE_DTYPES
-    from score_sde.solvers.likelihood_grid import GRID_ORDERS
     from score_sde.solvers.likelihood_flow import ERROR_CONTROLS
+    from score_sde.solvers.likelihood_grid import GRID_ORDERS
     from score_sde.solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS
 
     choices = ("auto", *DIVERGENCES)

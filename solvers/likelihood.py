@@ -284,7 +284,6 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
 
     with torch.no_grad():
         x = x.detach()
-        b = x.shape[0]
         probe = (draw_probes(x, probes, noise, generator=generator)
                  if divergence == "hutchinson" else None)
         if redraw_probes is None:
