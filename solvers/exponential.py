@@ -45,6 +45,7 @@ Legend: m_i = x0_hat at ts[i]; r = ratio of consecutive log-SNR step lengths; p 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -182,22 +183,39 @@ def _unic_weights(alpha: list[float], sigma: list[float], lam: list[float], i: i
 def multistep_coefficients(alpha: list[float], sigma: list[float], lam: list[float],
                            orders: list[int], *, predictor: str = "dpmsolver++",
                            corrector: str = "none", unipc_variant: str = "bh2"
-                           ) -> tuple[list[tuple[float, list[float]]],
-                                      list[tuple[float, list[float], float]]]:
+                           ) -> tuple[tuple[tuple[float, tuple[float, ...]], ...],
+                                      tuple[tuple[float, tuple[float, ...], float], ...]]:
     """Every step's coefficients on a grid with alpha, sigma, lam at its N + 1 times (lam may
     decrease or increase: the formulas hold for either sign of h), step i of order orders[i]:
-    (predictor steps, (c_x, [c_j]) per step as in `_multistep_weights`; UniC corrections of the
-    states 1 .. N - 1, (c_prev, [c_j], c_new) as in `_unic_weights`, or [] without a corrector).
-    The dpmsolver++ predictor has orders 1-3, UniP any (it needs orders[i] previous nodes)."""
+    (predictor steps, (c_x, (c_j, ...)) per step as in `_multistep_weights`; UniC corrections of
+    the states 1 .. N - 1, (c_prev, (c_j, ...), c_new) as in `_unic_weights`, or () without a
+    corrector). The dpmsolver++ predictor has orders 1-3, UniP any (it needs orders[i] previous
+    nodes). Cached on the arguments (pure floats): every batch of a dataset on one grid sets up once."""
+    return _coefficients(tuple(alpha), tuple(sigma), tuple(lam), tuple(orders), predictor,
+                         corrector, unipc_variant)
+
+
+@functools.lru_cache(maxsize=64)
+def _coefficients(alpha: tuple[float, ...], sigma: tuple[float, ...], lam: tuple[float, ...],
+                  orders: tuple[int, ...], predictor: str, corrector: str, unipc_variant: str
+                  ) -> tuple[tuple, tuple]:
+    """`multistep_coefficients` on tuples (hashable: the cache's key)."""
     n = len(orders)
-    steps_w = [_multistep_weights(alpha, sigma, lam, i, orders[i]) if predictor == "dpmsolver++"
-               else _unip_weights(alpha, sigma, lam, i, orders[i], unipc_variant) for i in range(n)]
-    unic = ([_unic_weights(alpha, sigma, lam, i, orders[i - 1], unipc_variant) for i in range(1, n)]
-            if corrector == "unipc" else [])
+    steps_w = tuple(
+        _frozen(_multistep_weights(alpha, sigma, lam, i, orders[i]) if predictor == "dpmsolver++"
+                else _unip_weights(alpha, sigma, lam, i, orders[i], unipc_variant))
+        for i in range(n))
+    unic = (tuple(_frozen(_unic_weights(alpha, sigma, lam, i, orders[i - 1], unipc_variant))
+                  for i in range(1, n)) if corrector == "unipc" else ())
     return steps_w, unic
 
 
-def multistep_predict(coefficients: tuple[float, list[float]], x: Tensor, ms: list[Tensor]
+def _frozen(coefficients: tuple) -> tuple:
+    """A step's coefficients with its list of node weights as a tuple (they are cached, shared)."""
+    return tuple(tuple(c) if isinstance(c, list) else c for c in coefficients)
+
+
+def multistep_predict(coefficients: tuple[float, tuple[float, ...]], x: Tensor, ms: list[Tensor]
                       ) -> Tensor:
     """One predictor step x -> c_x x + sum_j c_j ms[j] (coefficients of `multistep_coefficients`,
     ms the x0_hat of the nodes so far, newest first)."""
@@ -205,7 +223,7 @@ def multistep_predict(coefficients: tuple[float, list[float]], x: Tensor, ms: li
     return _combine([*([(c_x, x)] if c_x else []), *zip(c_hist, ms)])
 
 
-def unic_correct(coefficients: tuple[float, list[float], float], x_prev: Tensor,
+def unic_correct(coefficients: tuple[float, tuple[float, ...], float], x_prev: Tensor,
                  ms: list[Tensor], m: Tensor) -> Tensor:
     """UniC: the last step redone from x_prev with m, the x0_hat at its end, as one more node
     (coefficients of `multistep_coefficients`, ms the earlier nodes' x0_hat, newest first)."""

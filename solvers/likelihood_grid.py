@@ -25,6 +25,7 @@ tolerance-controlled solves).
 
 from __future__ import annotations
 
+import functools
 import math
 
 from torch import Tensor
@@ -47,6 +48,7 @@ def interpolatory_weights(nodes: list[float], points: int = QUADRATURE_NODES) ->
     """Weights w with sum_j w_j F(nodes_j) = int_{nodes_0}^{nodes_n} F, exact for polynomials of
     degree points - 1: on each interval, the integral of the polynomial through the `points`
     nearest nodes (centred, shifted inwards at the ends; fewer nodes if there are fewer).
+    Cached on the nodes (every batch of a dataset on one grid computes them once).
 
     Args:
         nodes: n + 1 strictly increasing floats, n >= 1.
@@ -55,6 +57,12 @@ def interpolatory_weights(nodes: list[float], points: int = QUADRATURE_NODES) ->
     Returns:
         n + 1 weights.
     """
+    return list(_interpolatory(tuple(nodes), points))
+
+
+@functools.lru_cache(maxsize=64)
+def _interpolatory(nodes: tuple[float, ...], points: int) -> tuple[float, ...]:
+    """`interpolatory_weights` on a tuple (hashable: the cache's key)."""
     n = len(nodes) - 1
     k = min(points, n + 1)
     weights = [0.0] * (n + 1)
@@ -65,7 +73,7 @@ def interpolatory_weights(nodes: list[float], points: int = QUADRATURE_NODES) ->
         u = [(v - a) / scale for v in nodes[lo:lo + k]]  # the interval is [0, 1] in u
         for j, w in enumerate(moment_weights(u, moments)):
             weights[lo + j] += scale * w
-    return weights
+    return tuple(weights)
 
 
 def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int, t_eps: float
