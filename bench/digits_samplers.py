@@ -251,7 +251,7 @@ def main() -> None:
     for name, (cls, cfg) in SIGMA_PEERS.items():
         row(name, [sigma_space_sampler(cls, sde, flat_score, flat_T, k, **cfg) for k in nfes],
             ref_zero)
-    for name in kdiffusion.SAMPLERS:
+    for name in kdiffusion.SAMPLERS if kdiffusion.installed() else ():
         row(name, [kdiffusion.sample(name, sde, flat_score, flat_T, k, T_EPS) for k in nfes],
             ref_x if "sigma_min" in name else ref_zero)
 

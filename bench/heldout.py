@@ -58,7 +58,8 @@ PEERS = {
         diffusers.DPMSolverMultistepScheduler, dict(
             solver_order=2, algorithm_type="dpmsolver++", lower_order_final=True)),
 }
-PEER_LABELS = (*PEERS, *kdiffusion.SAMPLERS)  # the best peer is the best of these
+KDIFFUSION = kdiffusion.SAMPLERS if kdiffusion.installed() else {}
+PEER_LABELS = (*PEERS, *KDIFFUSION)  # the best peer is the best of these
 Sampler = Callable[[SDE, Callable, torch.Tensor, int], torch.Tensor]  # (sde, score, x_T, NFE) -> x
 
 
@@ -129,7 +130,7 @@ def evaluate(gm: GaussianMixture, sde: SDE, n: int, seed: int, ours: dict[str, S
     for label, (cls, cfg) in PEERS.items():
         rows[label] = judged([diffusers_sampler(cls, sde, score, x_T, k, **cfg)[0] for k in NFES],
                              cfg.get("final_sigmas_type", "zero") == "zero")
-    for label in kdiffusion.SAMPLERS:
+    for label in KDIFFUSION:
         rows[label] = judged([kdiffusion.sample(label, sde, score, x_T, k, T_EPS)[0]
                               for k in NFES], "sigma_min" not in label)
     return rows

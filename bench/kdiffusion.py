@@ -43,9 +43,21 @@ SAMPLERS = {
 }
 
 
+def installed() -> bool:
+    """Whether k-diffusion is installed; if not, says so on stderr (the scripts skip its rows)."""
+    if importlib.util.find_spec("k_diffusion") is not None:
+        return True
+    print(f"# k-diffusion is not installed (pip install --no-deps k-diffusion=={VERSION}): "
+          "its rows are skipped", file=sys.stderr)
+    return False
+
+
 def version() -> str:
-    """The installed k-diffusion's version."""
-    return importlib.metadata.version("k-diffusion")
+    """The installed k-diffusion's version, or "not installed"."""
+    try:
+        return importlib.metadata.version("k-diffusion")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def sampling() -> types.ModuleType:

@@ -159,7 +159,8 @@ def ours(sde: SDE, score_fn, x: torch.Tensor, prior_logp, setting: float, **kwar
 
 def configurations(dim: int, probe_counts: list[int]) -> dict[str, tuple[str, Callable, dict]]:
     """name -> (side, method, settings without the tolerance or the grid's steps)."""
-    out = {"k-diffusion dopri5 P=1": ("k-diffusion", kdiffusion_dopri5, {})}
+    out = ({"k-diffusion dopri5 P=1": ("k-diffusion", kdiffusion_dopri5, {})}
+           if kdiffusion.installed() else {})
     for p in probe_counts:
         out[f"score_sde RK45 P={p}"] = ("score_sde", score_sde_rk45, {"probes": p})
         for control in ("batch", "per_sample"):

@@ -248,7 +248,7 @@ def accuracy_table(sde: SDE, dim: int, n: int, nfes: list[int], seed: int = 0,
     for name, (cls, cfg) in PEERS.items():
         row(name, [diffusers_sampler(cls, sde, score, x_T, k, **cfg) for k in nfes], "peers")
     limit = ode_limit(gm, sde, ref, T_EPS)
-    for name in kdiffusion.SAMPLERS:
+    for name in kdiffusion.SAMPLERS if kdiffusion.installed() else ():
         row(name, [kdiffusion.sample(name, sde, score, x_T, k, T_EPS) for k in nfes], "peers",
             target=ref if "sigma_min" in name else limit)
     if peers_only:
