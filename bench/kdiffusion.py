@@ -20,6 +20,7 @@ sigma_k(t_eps) instead.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import math
@@ -43,8 +44,10 @@ SAMPLERS = {
 }
 
 
+@functools.cache
 def installed() -> bool:
-    """Whether k-diffusion is installed; if not, says so on stderr (the scripts skip its rows)."""
+    """Whether k-diffusion is installed; if not, says so on stderr once (the scripts skip its
+    rows)."""
     if importlib.util.find_spec("k_diffusion") is not None:
         return True
     print(f"# k-diffusion is not installed (pip install --no-deps k-diffusion=={VERSION}): "

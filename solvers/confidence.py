@@ -100,5 +100,5 @@ def student_t_critical(dof: float, level: float = 0.95) -> float:
     if not dof >= 1:
         raise ValueError(f"dof (degrees of freedom) must be >= 1, got {dof!r}")
     n = int(min(dof, 1e4))
-    one = torch.zeros((), dtype=torch.float64)
-    return _solve_coverage(lambda c: student_t_coverage(c, n), level, one).item()
+    scalar = torch.zeros((), dtype=torch.float64)
+    return _solve_coverage(lambda c: student_t_coverage(c, n), level, scalar).item()

@@ -294,8 +294,7 @@ def log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, *, divergence: str = 
                              per_coordinate=per_coordinate, error_control=error_control,
                              redraw=redraw, noise=noise, generator=generator)
         if method in GRID_METHODS:
-            z, delta, coords = solve_on_grid(flow, x.to(dtype), steps=steps, order=order,
-                                             t_eps=t_eps)
+            z, delta, coords = solve_on_grid(flow, x.to(dtype), steps=steps, order=order)
         else:
             z, delta, coords = _solve_torchdiffeq(flow, x.to(dtype), method=method, rtol=rtol,
                                                   atol=atol, max_steps=max_steps,

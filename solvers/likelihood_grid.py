@@ -76,16 +76,16 @@ def _interpolatory(nodes: tuple[float, ...], points: int) -> tuple[float, ...]:
     return tuple(weights)
 
 
-def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int, t_eps: float
+def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int
                   ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The flow from t_eps to T on the log-SNR grid of the module docstring.
 
     Args:
-        flow: the augmented flow (its `evaluate`: score and divergence at a node).
+        flow: the augmented flow (its `evaluate`: score and divergence at a node; the grid runs
+            from its t_lo = t_eps to T).
         x: (B, *D) the data in the state's dtype.
         steps: grid steps (steps + 1 evaluations).
         order: UniPC's order, one of GRID_ORDERS.
-        t_eps: the grid's lower end.
 
     Returns:
         (z = x(T) (B, *D), Delta (B, P), the per-coordinate integrals (P, B, N) or None), in x's
@@ -93,7 +93,7 @@ def solve_on_grid(flow: AugmentedFlow, x: Tensor, *, steps: int, order: int, t_e
     """
     if isinstance(order, bool) or order not in GRID_ORDERS:
         raise ValueError(f"order must be one of {GRID_ORDERS}, got {order!r}")
-    grid = SDEGrid(flow.sde, log_snr_uniform(flow.sde, steps, t_eps=t_eps))  # T -> t_eps
+    grid = SDEGrid(flow.sde, log_snr_uniform(flow.sde, steps, t_eps=flow.t_lo))  # T -> t_eps
     alpha, sigma, lam = (grid.floats(name)[::-1] for name in ("alpha", "sigma", "lam"))
     ts = grid.times_like(x).flip(0)
     orders = [min(order, i + 1) for i in range(steps)]
